@@ -1,0 +1,13 @@
+"""The Celery application shared by web, workers and beat."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "echoflow.settings")
+
+app = Celery("echoflow")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["runs"])

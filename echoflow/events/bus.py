@@ -1,0 +1,126 @@
+"""Writing events to the outbox and relaying them to the Redis Stream.
+
+``event_record`` is called inside the transaction that changes state, so an event exists if and only if the
+change committed. ``outbox_relay`` sends pending events in id order and marks them; when Redis is unreachable
+they stay pending and leave, in order, on a later pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from echoflow.events.models import OutboxEvent, RelayLock
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    organization_id: int | None
+    schedule_id: int | None = None
+    run_id: int | None = None
+    attempt: int | None = None
+    data: dict[str, Any] | None = None
+
+
+def event_record(spec: EventSpec, *, occurred_at: datetime | None = None) -> OutboxEvent:
+    return OutboxEvent.objects.create(
+        type=spec.type,
+        occurred_at=occurred_at or timezone.now(),
+        organization_id=spec.organization_id,
+        schedule_id=spec.schedule_id,
+        run_id=spec.run_id,
+        attempt=spec.attempt,
+        data=spec.data or {},
+    )
+
+
+def events_record(specs: Iterable[EventSpec], *, occurred_at: datetime | None = None) -> int:
+    when = occurred_at or timezone.now()
+    rows = [
+        OutboxEvent(
+            type=s.type,
+            occurred_at=when,
+            organization_id=s.organization_id,
+            schedule_id=s.schedule_id,
+            run_id=s.run_id,
+            attempt=s.attempt,
+            data=s.data or {},
+        )
+        for s in specs
+    ]
+    OutboxEvent.objects.bulk_create(rows, batch_size=1000)
+    return len(rows)
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
+
+
+def redis_client() -> redis.Redis | None:
+    url = settings.EVENTS_REDIS_URL
+    return _client(url) if url else None
+
+
+def outbox_relay(*, batch_size: int = 500, max_batches: int = 20) -> int:
+    """Send pending outbox events to the stream; returns how many were sent.
+
+    Without a configured Redis (the embedded default) the outbox table itself is the event log and nothing is
+    relayed.
+    """
+    client = redis_client()
+    if client is None:
+        return 0
+    sent = 0
+    for _ in range(max_batches):
+        n = _relay_batch(client, batch_size)
+        sent += n
+        if n < batch_size:
+            break
+    return sent
+
+
+def _relay_batch(client: redis.Redis, batch_size: int) -> int:
+    with transaction.atomic():
+        lock = RelayLock.objects.select_for_update(skip_locked=True).filter(name="outbox").first()
+        if lock is None:
+            # Either another relayer holds the lock (it will send these) or the row does not exist yet.
+            if RelayLock.objects.filter(name="outbox").exists():
+                return 0
+            RelayLock.objects.get_or_create(name="outbox")
+            return 0
+        pending = list(OutboxEvent.objects.filter(relayed_at__isnull=True).order_by("id")[:batch_size])
+        if not pending:
+            return 0
+        try:
+            pipe = client.pipeline(transaction=False)
+            for event in pending:
+                pipe.xadd(
+                    settings.EVENTS_STREAM,
+                    {"type": event.type, "envelope": json.dumps(event.envelope(), separators=(",", ":"))},
+                    maxlen=settings.EVENTS_STREAM_MAXLEN,
+                    approximate=True,
+                )
+            stream_ids = pipe.execute()
+        except redis.RedisError as exc:
+            logger.warning("event relay: Redis unavailable, %d event(s) wait in the outbox: %s", len(pending), exc)
+            return 0
+        now = timezone.now()
+        for event, stream_id in zip(pending, stream_ids, strict=True):
+            event.relayed_at = now
+            event.stream_id = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+        OutboxEvent.objects.bulk_update(pending, ["relayed_at", "stream_id"])
+        return len(pending)

@@ -1,0 +1,171 @@
+"""EchoFlow settings, read from the environment (see docs/operations.md for every variable).
+
+The embedded default needs nothing but Python: a SQLite file and a filesystem broker under ``var/``.
+Production sets ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from echoflow.env import (
+    ConfigError,
+    check_redis_url,
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("ECHOFLOW_VAR_DIR") or BASE_DIR / "var")
+
+DEBUG = env_bool("DEBUG", default=False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG and not env_bool("ECHOFLOW_EMBEDDED", default=False):
+        raise ConfigError("SECRET_KEY: required when DEBUG is off (set DEBUG=1 for local development)")
+    SECRET_KEY = "echoflow-insecure-development-key-do-not-use-in-production"  # noqa: S105
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if not DEBUG else ["*"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "echoflow",
+    "echoflow.accounts",
+    "echoflow.events",
+    "schedules",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "echoflow.urls"
+WSGI_APPLICATION = "echoflow.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'echoflow.sqlite3'}".replace("sqlite:///", "sqlite:////", 1)
+DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL, base_dir=BASE_DIR)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+LOGIN_URL = "/admin/login/"
+
+# --- Broker, event bus -----------------------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    check_redis_url("REDIS_URL", REDIS_URL)
+BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # The embedded default: a broker made of files, shared by every process on this machine, no server needed.
+    for folder in ("queue", "processed", "control"):
+        (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+else:
+    # Backoff waits live in the database, so no message sits in Redis for long; the visibility timeout only has
+    # to outlast the longest attempt before a lost worker's message is redelivered.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("ECHOFLOW_VISIBILITY_TIMEOUT", 3600, minimum=60),
+        "queue_order_strategy": "priority",
+    }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "echoflow.beat:EchoFlowScheduler"
+CELERY_TASK_DEFAULT_QUEUE = "echoflow"
+CELERY_TASK_ROUTES = {
+    "echoflow.system.*": {"queue": "echoflow.system"},
+    "echoflow.execute_run": {"queue": "echoflow"},
+}
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+EVENTS_REDIS_URL = env_str("EVENTS_REDIS_URL") or REDIS_URL
+if EVENTS_REDIS_URL:
+    check_redis_url("EVENTS_REDIS_URL", EVENTS_REDIS_URL)
+EVENTS_STREAM = env_str("EVENTS_STREAM", "echoflow:events")
+EVENTS_STREAM_MAXLEN = env_int("EVENTS_STREAM_MAXLEN", 1_000_000, minimum=1000)
+
+# --- Scheduling rules ---------------------------------------------------------------------------------------------
+ECHOFLOW = {
+    "MIN_INTERVAL_SECONDS": env_int("ECHOFLOW_MIN_INTERVAL_SECONDS", 10, minimum=1),
+    "MAX_INTERVAL_SECONDS": env_int("ECHOFLOW_MAX_INTERVAL_SECONDS", 366 * 24 * 3600, minimum=60),
+    "DISPATCH_INTERVAL_SECONDS": env_float("ECHOFLOW_DISPATCH_INTERVAL", 1.0, minimum=0.1),
+    "DISPATCH_BATCH_SIZE": env_int("ECHOFLOW_DISPATCH_BATCH_SIZE", 1000, minimum=1, maximum=50_000),
+    "RESEND_AFTER_SECONDS": env_int("ECHOFLOW_RESEND_AFTER", 300, minimum=5),
+    "HEARTBEAT_STALE_SECONDS": env_int("ECHOFLOW_HEARTBEAT_STALE", 30, minimum=2),
+    "DEFAULT_CATCHUP_WINDOW_SECONDS": env_int("ECHOFLOW_DEFAULT_CATCHUP_WINDOW", 3600, minimum=0),
+    "MISFIRE_ALL_CAP": env_int("ECHOFLOW_MISFIRE_ALL_CAP", 100, minimum=1),
+    "BACKFILL_CAP": env_int("ECHOFLOW_BACKFILL_CAP", 10_000, minimum=1),
+    "OUTPUT_MAX_CHARS": env_int("ECHOFLOW_OUTPUT_MAX_CHARS", 16_384, minimum=256),
+    "HTTP_ALLOW_PRIVATE": env_bool("ECHOFLOW_HTTP_ALLOW_PRIVATE", default=False),
+    "HTTP_ALLOWED_HOSTS": env_list("ECHOFLOW_HTTP_ALLOWED_HOSTS", []),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": sys.stderr}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

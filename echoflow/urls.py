@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import path
+
+from echoflow.views import healthz
+
+admin.site.site_header = "EchoFlow"
+admin.site.site_title = "EchoFlow"
+admin.site.index_title = "Schedules, runs and the system tasks behind them"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+]

@@ -1,0 +1,213 @@
+"""The executor: runs one attempt of one run. Called by the ``execute_run`` Celery task.
+
+The claim is a conditional update (``queued → running``) so a duplicate or redelivered message does nothing.
+The action runs in a helper thread while this thread waits with the attempt's deadline, writes heartbeats, and
+notices cancellation; the outcome is written with a conditional update too, so a cancel or the reaper that got
+there first wins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from runs.actions import ActionCancelled, ActionContext, ActionError, RetryableError, action_execute
+from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
+from runs.transitions import run_transition
+from schedules.models import Schedule, ScheduleState
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+
+
+@dataclass
+class AttemptResult:
+    outcome: str
+    output: Any = None
+    error: str = ""
+    retryable: bool = True
+    retry_after: float | None = None
+
+
+def backoff_delay(backoff: list[int], failed_attempt: int) -> int:
+    """Wait before the next attempt, after attempt number ``failed_attempt`` (1-based) failed."""
+    steps = backoff or [30]
+    return int(steps[min(failed_attempt - 1, len(steps) - 1)])
+
+
+def _cap_output(value: Any) -> Any:
+    limit = settings.ECHOFLOW["OUTPUT_MAX_CHARS"]
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        return {"repr": repr(value)[:limit], "note": "output was not JSON"}
+    if len(text) <= limit:
+        return value
+    return {"truncated": text[:limit], "note": f"output capped at {limit} characters"}
+
+
+def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int] | None:
+    with transaction.atomic():
+        run = Run.objects.select_for_update().select_related("organization").filter(pk=run_id).first()
+        if run is None or run.status != RunStatus.QUEUED:
+            return None
+        number = run.attempts + 1
+        claimed = run_transition(
+            run=run,
+            to=RunStatus.RUNNING,
+            sources=[RunStatus.QUEUED],
+            expected_attempts=run.attempts,
+            data={"worker": worker},
+            **{"attempts": number, "worker": worker, "heartbeat_at": now, "next_attempt_at": None},
+            **({"started_at": now} if run.started_at is None else {}),
+        )
+        if not claimed:
+            return None
+        RunAttempt.objects.create(run=run, number=number, started_at=now, worker=worker)
+        return run, number
+
+
+def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
+    box: dict[str, AttemptResult] = {}
+
+    def target() -> None:
+        try:
+            output = action_execute(kind=run.action_kind, name=run.action_name, ctx=ctx)
+            box["result"] = AttemptResult(AttemptOutcome.SUCCEEDED, output=_cap_output(output))
+        except ActionCancelled as exc:
+            box["result"] = AttemptResult(AttemptOutcome.CANCELLED, error=str(exc), retryable=False)
+        except RetryableError as exc:
+            box["result"] = AttemptResult(AttemptOutcome.FAILED, error=str(exc), retry_after=exc.retry_after)
+        except ActionError as exc:
+            box["result"] = AttemptResult(AttemptOutcome.FAILED, error=str(exc), retryable=exc.retryable)
+        except Exception as exc:
+            tb = traceback.format_exc(limit=8)
+            box["result"] = AttemptResult(AttemptOutcome.FAILED, error=f"{type(exc).__name__}: {exc}\n{tb}")
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target, name=f"echoflow-run-{run.pk}", daemon=True)
+    thread.start()
+    while True:
+        thread.join(timeout=min(HEARTBEAT_SECONDS, max(ctx.remaining, 0.01)))
+        if not thread.is_alive():
+            return box.get("result") or AttemptResult(AttemptOutcome.FAILED, error="the action ended without a result")
+        if ctx.remaining <= 0:
+            ctx.cancel_event.set()
+            return AttemptResult(
+                AttemptOutcome.TIMED_OUT, error=f"the attempt exceeded its timeout of {run.timeout_seconds} s"
+            )
+        # Heartbeat; if the run is no longer ours (cancelled, reaped), tell the action to stop.
+        alive = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=ctx.attempt).update(
+            heartbeat_at=timezone.now()
+        )
+        if not alive:
+            ctx.cancel_event.set()
+            thread.join(timeout=2)
+            return AttemptResult(AttemptOutcome.CANCELLED, error="the run was cancelled while running", retryable=False)
+
+
+def _finish(run: Run, number: int, result: AttemptResult, started: float) -> str | None:
+    now = timezone.now()
+    duration_ms = int((time.monotonic() - started) * 1000)
+    with transaction.atomic():
+        RunAttempt.objects.filter(run=run, number=number, outcome=AttemptOutcome.RUNNING).update(
+            finished_at=now,
+            outcome=result.outcome,
+            error=result.error[:8000],
+            output=result.output,
+            duration_ms=duration_ms,
+        )
+        if result.outcome == AttemptOutcome.CANCELLED:
+            # Whoever cancelled the run already moved it; a running run stopped by its own flag is cancelled here.
+            run_transition(
+                run=run, to=RunStatus.CANCELLED, sources=[RunStatus.RUNNING], expected_attempts=number,
+                finished_at=now, error=result.error[:8000],
+            )
+            return RunStatus.CANCELLED
+        if result.outcome == AttemptOutcome.SUCCEEDED:
+            target, fields = RunStatus.SUCCEEDED, {"finished_at": now, "output": result.output, "error": ""}
+        elif result.retryable and number < run.max_attempts:
+            delay = backoff_delay(run.backoff_seconds, number)
+            if result.retry_after is not None:
+                delay = max(delay, int(result.retry_after))
+            target = RunStatus.RETRYING
+            fields = {"next_attempt_at": now + timedelta(seconds=delay), "error": result.error[:8000]}
+        else:
+            target = RunStatus.TIMED_OUT if result.outcome == AttemptOutcome.TIMED_OUT else RunStatus.FAILED
+            fields = {"finished_at": now, "error": result.error[:8000]}
+        moved = run_transition(
+            run=run, to=target, sources=[RunStatus.RUNNING], expected_attempts=number,
+            data={"duration_ms": duration_ms, **({"error": result.error[:500]} if result.error else {})},
+            **fields,
+        )
+        if not moved:
+            return None
+        if run.schedule_id and target != RunStatus.RETRYING:
+            schedule_record_outcome(schedule_id=run.schedule_id, status=target, finished_at=now)
+        return target
+
+
+def schedule_record_outcome(*, schedule_id: int, status: str, finished_at: datetime) -> None:
+    """Last status and the consecutive-failure count; pauses the schedule at its pause_after_failures."""
+    failed = status in {RunStatus.FAILED, RunStatus.TIMED_OUT}
+    Schedule.objects.filter(pk=schedule_id).update(
+        last_run_at=finished_at,
+        last_run_status=status,
+        consecutive_failures=(F("consecutive_failures") + 1) if failed else 0,
+    )
+    if failed:
+        schedule = Schedule.objects.filter(pk=schedule_id).only(
+            "pause_after_failures", "consecutive_failures", "state"
+        ).first()
+        if (
+            schedule is not None
+            and schedule.pause_after_failures
+            and schedule.consecutive_failures >= schedule.pause_after_failures
+        ):
+            Schedule.objects.filter(pk=schedule_id, state=ScheduleState.ACTIVE).update(
+                state=ScheduleState.PAUSED,
+                state_note=f"paused after {schedule.consecutive_failures} consecutive failed runs",
+            )
+
+
+def run_execute(*, run_id: int, worker: str) -> str | None:
+    """Execute one attempt of ``run_id``; returns the run's new status, or None if it was not ours to run."""
+    close_old_connections()
+    now = timezone.now()
+    claimed = _claim(run_id, worker, now)
+    if claimed is None:
+        logger.info("execute: run %s is not queued; nothing to do (duplicate or cancelled)", run_id)
+        return None
+    run, number = claimed
+    ctx = ActionContext(
+        run_id=run.pk,
+        organization_id=run.organization_id,
+        schedule_id=run.schedule_id,
+        attempt=number,
+        payload=run.payload,
+        config=run.action_config or {},
+        trace_id=run.trace_id,
+        deadline=time.monotonic() + run.timeout_seconds,
+        signing_secret=run.organization.signing_secret,
+    )
+    started = time.monotonic()
+    result = _run_action(run, ctx)
+    status = _finish(run, number, result, started)
+    logger.info(
+        "run=%s schedule=%s org=%s trace=%s attempt=%s outcome=%s status=%s",
+        run.pk, run.schedule_id, run.organization_id, run.trace_id, number, result.outcome, status,
+    )
+    return status

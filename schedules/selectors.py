@@ -1,0 +1,39 @@
+"""Reads about schedules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from echoflow.accounts.models import Organization
+from schedules.models import Schedule
+from schedules.triggers import Trigger
+
+
+def schedule_list(*, organization: Organization | None = None) -> QuerySet[Schedule]:
+    query = Schedule.objects.select_related("organization")
+    if organization is not None:
+        query = query.filter(organization=organization)
+    return query.order_by("organization__name", "name")
+
+
+def schedule_preview(*, trigger: Trigger, count: int, after: datetime | None = None) -> list[datetime]:
+    """The next ``count`` slots strictly after ``after``: the dispatcher's own arithmetic."""
+    return trigger.preview(after=after or timezone.now(), count=count)
+
+
+def schedule_find(*, ref: str, organization: Organization | None = None) -> Schedule:
+    """A schedule by id or by name (names are unique per organization)."""
+    query = Schedule.objects.all()
+    if organization is not None:
+        query = query.filter(organization=organization)
+    if ref.isdigit():
+        return query.get(pk=int(ref))
+    matches = list(query.filter(name=ref)[:2])
+    if len(matches) != 1:
+        raise Schedule.DoesNotExist(
+            f"no schedule named {ref!r}" if not matches else f"{ref!r} names schedules in several organizations"
+        )
+    return matches[0]

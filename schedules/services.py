@@ -1,0 +1,151 @@
+"""Writes about schedules. Every entry point (admin, API, page, commands) calls these."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from echoflow.accounts.models import Organization
+from echoflow.events.bus import EventSpec, event_record
+from schedules.models import Schedule, ScheduleState
+from schedules.triggers import TriggerKind
+from schedules.validation import FIELDS, first_slot, schedule_clean
+
+TRIGGER_FIELDS = {"trigger_kind", "cron", "interval_seconds", "run_at", "timezone", "start_at", "end_at", "max_runs"}
+
+
+class VersionConflict(Exception):
+    def __init__(self, current: int) -> None:
+        super().__init__(f"the schedule was changed by someone else (now at version {current}); reload and retry")
+        self.current = current
+
+
+def _schedule_event(schedule: Schedule, kind: str, data: dict[str, Any] | None = None) -> None:
+    event_record(
+        EventSpec(
+            type=f"schedule.{kind}",
+            organization_id=schedule.organization_id,
+            schedule_id=schedule.pk,
+            data={"name": schedule.name, "state": schedule.state, "version": schedule.version, **(data or {})},
+        )
+    )
+
+
+@transaction.atomic
+def schedule_create(
+    *,
+    organization: Organization,
+    data: Mapping[str, Any],
+    user: AbstractBaseUser | AnonymousUser | None = None,
+    now: datetime | None = None,
+) -> Schedule:
+    now = now or timezone.now()
+    allow_past = bool(data.get("run_now_if_past"))
+    clean = schedule_clean(data, organization=organization, now=now, allow_past_once=allow_past)
+    if clean["trigger_kind"] == TriggerKind.INTERVAL and clean.get("start_at") is None:
+        # Intervals are anchored; without a start the anchor is the moment of creation.
+        clean["start_at"] = now.replace(microsecond=0)
+    schedule = Schedule(organization=organization, **{k: clean[k] for k in FIELDS if k in clean})
+    if user is not None and getattr(user, "is_authenticated", False):
+        schedule.created_by_id = user.pk
+    schedule.next_run_at = first_slot(schedule.trigger, now=now, allow_past_once=allow_past)
+    if schedule.next_run_at is None:
+        schedule.state = ScheduleState.COMPLETED
+        schedule.state_note = "no future slot"
+    schedule.save()
+    _schedule_event(schedule, "created")
+    return schedule
+
+
+@transaction.atomic
+def schedule_update(
+    *,
+    schedule: Schedule,
+    data: Mapping[str, Any],
+    expected_version: int | None = None,
+    now: datetime | None = None,
+) -> tuple[Schedule, dict[str, tuple[Any, Any]]]:
+    """Apply a (partial) change; returns the schedule and {field: (before, after)} of what changed.
+
+    A trigger change recomputes ``next_run_at`` from now: slots already run are not run again (their runs keep
+    their idempotency keys) and the next one is not dropped.
+    """
+    now = now or timezone.now()
+    locked = Schedule.objects.select_for_update().get(pk=schedule.pk)
+    if expected_version is not None and locked.version != expected_version:
+        raise VersionConflict(locked.version)
+    clean = schedule_clean(data, organization=locked.organization, instance=locked, now=now)
+    changes: dict[str, tuple[Any, Any]] = {}
+    for field in FIELDS:
+        if field in clean and getattr(locked, field) != clean[field]:
+            changes[field] = (getattr(locked, field), clean[field])
+            setattr(locked, field, clean[field])
+    if not changes:
+        return locked, {}
+    if TRIGGER_FIELDS & set(changes) and locked.state in {ScheduleState.ACTIVE, ScheduleState.COMPLETED}:
+        locked.next_run_at = first_slot(locked.trigger, now=now)
+        if locked.next_run_at is None:
+            locked.state, locked.state_note = ScheduleState.COMPLETED, "no future slot"
+        elif locked.state == ScheduleState.COMPLETED:
+            locked.state, locked.state_note = ScheduleState.ACTIVE, ""
+    locked.version = F("version") + 1  # type: ignore[assignment]
+    locked.save()
+    locked.refresh_from_db()
+    _schedule_event(locked, "updated", {"changed": sorted(changes)})
+    return locked, changes
+
+
+@transaction.atomic
+def schedule_pause(*, schedule: Schedule, note: str = "") -> bool:
+    updated = Schedule.objects.filter(pk=schedule.pk, state=ScheduleState.ACTIVE).update(
+        state=ScheduleState.PAUSED, state_note=note[:500], version=F("version") + 1
+    )
+    schedule.refresh_from_db()
+    if updated:
+        _schedule_event(schedule, "paused", {"note": note})
+    return bool(updated)
+
+
+@transaction.atomic
+def schedule_resume(*, schedule: Schedule, now: datetime | None = None) -> bool:
+    """Resume a paused schedule. Its next_run_at is kept, so slots missed while paused follow the misfire policy
+    on the next dispatch; the consecutive-failure count starts again."""
+    locked = Schedule.objects.select_for_update().get(pk=schedule.pk)
+    if locked.state != ScheduleState.PAUSED:
+        return False
+    now = now or timezone.now()
+    if locked.next_run_at is None:
+        locked.next_run_at = first_slot(locked.trigger, now=now)
+    locked.state = ScheduleState.ACTIVE if locked.next_run_at is not None else ScheduleState.COMPLETED
+    locked.state_note = "" if locked.next_run_at is not None else "no future slot"
+    locked.consecutive_failures = 0
+    locked.version = F("version") + 1  # type: ignore[assignment]
+    locked.save()
+    locked.refresh_from_db()
+    schedule.refresh_from_db()
+    _schedule_event(locked, "resumed")
+    return True
+
+
+@transaction.atomic
+def schedule_cancel(*, schedule: Schedule, note: str = "") -> bool:
+    """Stop all future slots for good; history is kept."""
+    updated = Schedule.objects.filter(pk=schedule.pk).exclude(state=ScheduleState.CANCELLED).update(
+        state=ScheduleState.CANCELLED, state_note=note[:500], next_run_at=None, version=F("version") + 1
+    )
+    schedule.refresh_from_db()
+    if updated:
+        _schedule_event(schedule, "cancelled", {"note": note})
+    return bool(updated)
+
+
+@transaction.atomic
+def schedule_delete(*, schedule: Schedule) -> None:
+    _schedule_event(schedule, "deleted")
+    schedule.delete()
