@@ -7,7 +7,7 @@ from typing import Any
 from django_celery_beat.schedulers import DatabaseScheduler
 
 
-class EchoFlowScheduler(DatabaseScheduler):  # type: ignore[misc]
+class EchoFlowScheduler(DatabaseScheduler):
     # Re-read the PeriodicTask table often enough that the 1-second dispatch entry keeps its pace.
     max_interval = 1
 

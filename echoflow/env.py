@@ -78,10 +78,7 @@ def database_from_url(name: str, url: str, *, base_dir: Path) -> dict[str, Any]:
     if scheme == "sqlite":
         # sqlite:///relative/path.sqlite3 or sqlite:////absolute/path.sqlite3
         raw_path = unquote(parts.path)
-        if raw_path.startswith("//"):
-            path = Path(raw_path[1:])
-        else:
-            path = base_dir / raw_path.lstrip("/")
+        path = Path(raw_path[1:]) if raw_path.startswith("//") else base_dir / raw_path.lstrip("/")
         if not raw_path.strip("/"):
             raise ConfigError(f"{name}: a sqlite URL needs a file path, like sqlite:///var/echoflow.sqlite3")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +86,11 @@ def database_from_url(name: str, url: str, *, base_dir: Path) -> dict[str, Any]:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(path),
             # Web, worker and beat share the file; wait for the write lock instead of failing at once.
-            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL;",
+            },
         }
     if scheme in {"postgres", "postgresql", "pgsql"}:
         database = unquote(parts.path.lstrip("/"))

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
+
+import django_stubs_ext
 
 from echoflow.env import (
     ConfigError,
@@ -20,15 +23,31 @@ from echoflow.env import (
     env_str,
 )
 
+# Lets generic Django classes be subscripted at run time (ModelForm[Schedule]) for the type checker.
+django_stubs_ext.monkeypatch()
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ECHOFLOW_VAR_DIR") or BASE_DIR / "var")
 
 DEBUG = env_bool("DEBUG", default=False)
+# The embedded default (no DATABASE_URL): SQLite and a filesystem broker under var/, for one machine.
+EMBEDDED = not env_str("DATABASE_URL")
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
-    if not DEBUG and not env_bool("ECHOFLOW_EMBEDDED", default=False):
-        raise ConfigError("SECRET_KEY: required when DEBUG is off (set DEBUG=1 for local development)")
-    SECRET_KEY = "echoflow-insecure-development-key-do-not-use-in-production"  # noqa: S105
+    if EMBEDDED:
+        # A laptop install keeps a generated key in var/ so sessions survive restarts; production must set one.
+        key_file = VAR_DIR / "secret_key"
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            import secrets
+
+            key_file.write_text(secrets.token_urlsafe(50))
+            key_file.chmod(0o600)
+        SECRET_KEY = key_file.read_text().strip()
+    elif DEBUG:
+        SECRET_KEY = "echoflow-insecure-development-key-do-not-use-in-production"
+    else:
+        raise ConfigError("SECRET_KEY: required when DEBUG is off and DATABASE_URL is set")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if not DEBUG else ["*"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -76,8 +95,12 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'echoflow.sqlite3'}".replace("sqlite:///", "sqlite:////", 1)
+DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'echoflow.sqlite3'}".replace(
+    "sqlite:///", "sqlite:////", 1
+)
 DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL, base_dir=BASE_DIR)}
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -146,7 +169,7 @@ EVENTS_STREAM = env_str("EVENTS_STREAM", "echoflow:events")
 EVENTS_STREAM_MAXLEN = env_int("EVENTS_STREAM_MAXLEN", 1_000_000, minimum=1000)
 
 # --- Scheduling rules ---------------------------------------------------------------------------------------------
-ECHOFLOW = {
+ECHOFLOW: dict[str, Any] = {
     "MIN_INTERVAL_SECONDS": env_int("ECHOFLOW_MIN_INTERVAL_SECONDS", 10, minimum=1),
     "MAX_INTERVAL_SECONDS": env_int("ECHOFLOW_MAX_INTERVAL_SECONDS", 366 * 24 * 3600, minimum=60),
     "DISPATCH_INTERVAL_SECONDS": env_float("ECHOFLOW_DISPATCH_INTERVAL", 1.0, minimum=0.1),

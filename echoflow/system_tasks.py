@@ -23,7 +23,10 @@ class SystemTask:
 
 SYSTEM_TASKS = (
     SystemTask(
-        "echoflow: dispatch", "echoflow.system.dispatch", 1, 5,
+        "echoflow: dispatch",
+        "echoflow.system.dispatch",
+        1,
+        5,
         "Claims due schedules, writes their runs, sends queued runs to workers, re-queues due retries.",
     ),
     SystemTask("echoflow: relay events", "echoflow.system.relay_events", 2, 10, "Relays the event outbox to Redis."),

@@ -18,6 +18,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"status": "unhealthy", "checks": checks}, status=503)
     ok, detail = dispatcher_is_healthy()
     age = dispatcher_heartbeat_age()
-    checks["dispatcher"] = {"ok": ok, "detail": detail, "heartbeat_age_seconds": age.total_seconds() if age else None}
+    checks["dispatcher"] = {
+        "ok": ok,
+        "detail": detail,
+        "heartbeat_age_seconds": age.total_seconds() if age else None,
+    }
     healthy = healthy and ok
     return JsonResponse({"status": "ok" if healthy else "unhealthy", "checks": checks}, status=200 if healthy else 503)

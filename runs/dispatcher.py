@@ -17,7 +17,8 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from typing import Any
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -48,11 +49,17 @@ class TickResult:
 
 
 def scheduled_run_key(schedule_id: int, slot: datetime) -> str:
-    return f"s{schedule_id}:{slot.astimezone(timezone.UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+    return f"s{schedule_id}:{slot.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
 
 
 def run_from_schedule(
-    schedule: Schedule, *, slot: datetime, due_at: datetime, trigger: str, now: datetime, round_index: int | None
+    schedule: Schedule,
+    *,
+    slot: datetime,
+    due_at: datetime,
+    trigger: str,
+    now: datetime,
+    round_index: int | None,
 ) -> Run:
     return Run(
         organization_id=schedule.organization_id,
@@ -85,7 +92,7 @@ def runs_insert(runs: list[Run]) -> list[Run]:
     if not runs:
         return []
     fields = [f for f in Run._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    columns = ", ".join(connection.ops.quote_name(f.column or f.attname) for f in fields)
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     by_key = {r.idempotency_key: r for r in runs}
     inserted: list[Run] = []
@@ -94,7 +101,7 @@ def runs_insert(runs: list[Run]) -> list[Run]:
     with connection.cursor() as cursor:
         for start in range(0, len(runs), chunk):
             part = runs[start : start + chunk]
-            params: list[object] = []
+            params: list[Any] = []
             for run in part:
                 params.extend(f.get_db_prep_save(getattr(run, f.attname), connection) for f in fields)
             cursor.execute(
@@ -123,6 +130,43 @@ def _release_retries(now: datetime, result: TickResult, limit: int) -> None:
         result.retried += len(moved)
 
 
+def _plan_schedule(schedule: Schedule, *, now: datetime, grace: timedelta, result: TickResult) -> list[Run]:
+    """The runs one due schedule gets now; advances its in-memory next_run_at, counters and state."""
+    trigger = schedule.trigger
+    plan = plan_due_slots(
+        schedule=schedule, now=now, grace=grace, all_cap=settings.ECHOFLOW["MISFIRE_ALL_CAP"], trigger=trigger
+    )
+    runs: list[Run] = []
+    for slot, is_catchup in plan.slots:
+        due_at = slot
+        if schedule.jitter_seconds:
+            due_at = slot + jitter_offset(
+                schedule_id=schedule.pk,
+                slot=slot,
+                jitter_seconds=schedule.jitter_seconds,
+                period=trigger.period_hint(slot),
+            )
+        runs.append(
+            run_from_schedule(
+                schedule,
+                slot=slot,
+                due_at=due_at,
+                trigger=RunTrigger.CATCHUP if is_catchup else RunTrigger.SCHEDULE,
+                now=now,
+                round_index=schedule.runs_count + len(runs) + 1,
+            )
+        )
+    schedule.runs_count += len(runs)
+    schedule.missed_count += plan.missed
+    result.missed += plan.missed
+    schedule.next_run_at = plan.next_run_at
+    if plan.completed:
+        schedule.state = ScheduleState.COMPLETED
+        schedule.state_note = "no future slot"
+        result.completed += 1
+    return runs
+
+
 def _claim_due_schedules(now: datetime, result: TickResult, batch_size: int) -> int:
     conf = settings.ECHOFLOW
     grace = timedelta(seconds=max(5.0, 5 * conf["DISPATCH_INTERVAL_SECONDS"]))
@@ -137,43 +181,12 @@ def _claim_due_schedules(now: datetime, result: TickResult, batch_size: int) -> 
         new_runs: list[Run] = []
         for schedule in schedules:
             try:
-                trigger = schedule.trigger
-                plan = plan_due_slots(
-                    schedule=schedule, now=now, grace=grace, all_cap=conf["MISFIRE_ALL_CAP"], trigger=trigger
-                )
+                new_runs.extend(_plan_schedule(schedule, now=now, grace=grace, result=result))
             except Exception as exc:
-                # One broken schedule never stops the dispatcher: pause it with the reason.
+                # One broken schedule never stops the dispatcher: it is paused with the reason, the rest go on.
                 logger.exception("dispatch: schedule %s cannot be planned", schedule.pk)
                 schedule.state = ScheduleState.PAUSED
                 schedule.state_note = f"paused by the dispatcher: {exc}"[:500]
-                continue
-            for slot, is_catchup in plan.slots:
-                due_at = slot
-                if schedule.jitter_seconds:
-                    due_at = slot + jitter_offset(
-                        schedule_id=schedule.pk,
-                        slot=slot,
-                        jitter_seconds=schedule.jitter_seconds,
-                        period=trigger.period_hint(slot),
-                    )
-                schedule.runs_count += 1
-                new_runs.append(
-                    run_from_schedule(
-                        schedule,
-                        slot=slot,
-                        due_at=due_at,
-                        trigger=RunTrigger.CATCHUP if is_catchup else RunTrigger.SCHEDULE,
-                        now=now,
-                        round_index=schedule.runs_count,
-                    )
-                )
-            schedule.missed_count += plan.missed
-            result.missed += plan.missed
-            schedule.next_run_at = plan.next_run_at
-            if plan.completed:
-                schedule.state = ScheduleState.COMPLETED
-                schedule.state_note = "no future slot"
-                result.completed += 1
         inserted = runs_insert(new_runs)
         Schedule.objects.bulk_update(
             schedules, ["next_run_at", "state", "state_note", "runs_count", "missed_count"], batch_size=1000
@@ -214,7 +227,7 @@ def send_runs(rows: list[tuple[int, int]]) -> None:
 
     with app.producer_or_acquire() as producer:
         for pk, priority in rows:
-            execute_run.apply_async(args=[pk], priority=priority, producer=producer)
+            execute_run.apply_async(args=(pk,), priority=priority, producer=producer)
 
 
 def _send(rows: list[tuple[int, int]], sender: Sender) -> int:

@@ -60,7 +60,7 @@ def _cap_output(value: Any) -> Any:
 
 def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int] | None:
     with transaction.atomic():
-        run = Run.objects.select_for_update().select_related("organization").filter(pk=run_id).first()
+        run = Run.objects.select_for_update(of=("self",)).select_related("organization").filter(pk=run_id).first()
         if run is None or run.status != RunStatus.QUEUED:
             return None
         number = run.attempts + 1
@@ -133,8 +133,12 @@ def _finish(run: Run, number: int, result: AttemptResult, started: float) -> str
         if result.outcome == AttemptOutcome.CANCELLED:
             # Whoever cancelled the run already moved it; a running run stopped by its own flag is cancelled here.
             run_transition(
-                run=run, to=RunStatus.CANCELLED, sources=[RunStatus.RUNNING], expected_attempts=number,
-                finished_at=now, error=result.error[:8000],
+                run=run,
+                to=RunStatus.CANCELLED,
+                sources=[RunStatus.RUNNING],
+                expected_attempts=number,
+                finished_at=now,
+                error=result.error[:8000],
             )
             return RunStatus.CANCELLED
         if result.outcome == AttemptOutcome.SUCCEEDED:
@@ -149,7 +153,10 @@ def _finish(run: Run, number: int, result: AttemptResult, started: float) -> str
             target = RunStatus.TIMED_OUT if result.outcome == AttemptOutcome.TIMED_OUT else RunStatus.FAILED
             fields = {"finished_at": now, "error": result.error[:8000]}
         moved = run_transition(
-            run=run, to=target, sources=[RunStatus.RUNNING], expected_attempts=number,
+            run=run,
+            to=target,
+            sources=[RunStatus.RUNNING],
+            expected_attempts=number,
             data={"duration_ms": duration_ms, **({"error": result.error[:500]} if result.error else {})},
             **fields,
         )
@@ -169,9 +176,11 @@ def schedule_record_outcome(*, schedule_id: int, status: str, finished_at: datet
         consecutive_failures=(F("consecutive_failures") + 1) if failed else 0,
     )
     if failed:
-        schedule = Schedule.objects.filter(pk=schedule_id).only(
-            "pause_after_failures", "consecutive_failures", "state"
-        ).first()
+        schedule = (
+            Schedule.objects.filter(pk=schedule_id)
+            .only("pause_after_failures", "consecutive_failures", "state")
+            .first()
+        )
         if (
             schedule is not None
             and schedule.pause_after_failures
@@ -208,6 +217,12 @@ def run_execute(*, run_id: int, worker: str) -> str | None:
     status = _finish(run, number, result, started)
     logger.info(
         "run=%s schedule=%s org=%s trace=%s attempt=%s outcome=%s status=%s",
-        run.pk, run.schedule_id, run.organization_id, run.trace_id, number, result.outcome, status,
+        run.pk,
+        run.schedule_id,
+        run.organization_id,
+        run.trace_id,
+        number,
+        result.outcome,
+        status,
     )
     return status

@@ -23,7 +23,9 @@ class RunStatus(models.TextChoices):
     SKIPPED = "skipped", "Skipped"
 
 
-FINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.SKIPPED})
+FINAL_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.SKIPPED}
+)
 
 
 class RunTrigger(models.TextChoices):
@@ -88,7 +90,9 @@ class Run(models.Model):
             models.Index(fields=["status"], name="run_status_idx"),
             # Serves the dispatcher: queued runs not yet sent whose due time has come.
             models.Index(
-                fields=["due_at"], condition=Q(status="queued", enqueued_at__isnull=True), name="run_to_enqueue_idx"
+                fields=["due_at"],
+                condition=Q(status="queued", enqueued_at__isnull=True),
+                name="run_to_enqueue_idx",
             ),
             # Serves the dispatcher: retries whose backoff has elapsed.
             models.Index(fields=["next_attempt_at"], condition=Q(status="retrying"), name="run_retry_due_idx"),

@@ -50,7 +50,11 @@ def _insert_run(run: Run) -> tuple[Run, bool]:
 
 @transaction.atomic
 def schedule_run_now(
-    *, schedule: Schedule, idempotency_key: str | None = None, now: datetime | None = None, trigger: str = RunTrigger.MANUAL
+    *,
+    schedule: Schedule,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+    trigger: str = RunTrigger.MANUAL,
 ) -> tuple[Run, bool]:
     """Queue a run of the schedule immediately, outside its slots; the same key returns the same run."""
     now = now or timezone.now()
@@ -127,7 +131,7 @@ def run_create_adhoc(
 def run_retry(*, run: Run, now: datetime | None = None) -> Run:
     """Re-open a failed, timed-out or cancelled run with a fresh attempt budget; the dispatcher sends it."""
     now = now or timezone.now()
-    locked = Run.objects.select_for_update().select_related("schedule").get(pk=run.pk)
+    locked = Run.objects.select_for_update(of=("self",)).select_related("schedule").get(pk=run.pk)
     retryable = {RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED}
     if locked.status not in retryable:
         raise RunStateError(f"run {run.pk} is {locked.status}; only failed, timed-out or cancelled runs can be retried")
@@ -179,20 +183,29 @@ def runs_reap(*, now: datetime | None = None, limit: int = 500) -> int:
             .order_by("heartbeat_at")[:limit]
         )
         for run in lost:
-            error = f"the worker {run.worker or '?'} stopped heartbeating (last at {run.heartbeat_at:%Y-%m-%d %H:%M:%S}Z)"
+            error = (
+                f"the worker {run.worker or '?'} stopped heartbeating (last at {run.heartbeat_at:%Y-%m-%d %H:%M:%S}Z)"
+            )
             RunAttempt.objects.filter(run=run, number=run.attempts, outcome=AttemptOutcome.RUNNING).update(
                 outcome=AttemptOutcome.LOST, finished_at=now, error=error
             )
             if run.attempts < run.max_attempts:
                 run_transition(
-                    run=run, to=RunStatus.RETRYING, sources=[RunStatus.RUNNING], expected_attempts=run.attempts,
+                    run=run,
+                    to=RunStatus.RETRYING,
+                    sources=[RunStatus.RUNNING],
+                    expected_attempts=run.attempts,
                     next_attempt_at=now + timedelta(seconds=backoff_delay(run.backoff_seconds, run.attempts)),
                     error=error,
                 )
             else:
                 run_transition(
-                    run=run, to=RunStatus.FAILED, sources=[RunStatus.RUNNING], expected_attempts=run.attempts,
-                    finished_at=now, error=error,
+                    run=run,
+                    to=RunStatus.FAILED,
+                    sources=[RunStatus.RUNNING],
+                    expected_attempts=run.attempts,
+                    finished_at=now,
+                    error=error,
                 )
                 if run.schedule_id:
                     schedule_record_outcome(schedule_id=run.schedule_id, status=RunStatus.FAILED, finished_at=now)

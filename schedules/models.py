@@ -98,7 +98,9 @@ class Schedule(models.Model):
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(fields=["organization", "name"], name="schedule_name_unique_in_org"),
-            models.CheckConstraint(condition=Q(trigger_kind__in=TriggerKind.values), name="schedule_trigger_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(trigger_kind__in=TriggerKind.values), name="schedule_trigger_kind_valid"
+            ),
             models.CheckConstraint(condition=Q(state__in=ScheduleState.values), name="schedule_state_valid"),
             models.CheckConstraint(
                 condition=Q(misfire_policy__in=MisfirePolicy.values), name="schedule_misfire_policy_valid"
@@ -115,13 +117,16 @@ class Schedule(models.Model):
                 name="schedule_interval_has_seconds",
             ),
             models.CheckConstraint(
-                condition=~Q(trigger_kind=TriggerKind.ONCE) | Q(run_at__isnull=False), name="schedule_once_has_run_at"
+                condition=~Q(trigger_kind=TriggerKind.ONCE) | Q(run_at__isnull=False),
+                name="schedule_once_has_run_at",
             ),
             models.CheckConstraint(
                 condition=Q(end_at__isnull=True) | Q(start_at__isnull=True) | Q(end_at__gt=models.F("start_at")),
                 name="schedule_end_after_start",
             ),
-            models.CheckConstraint(condition=Q(max_runs__isnull=True) | Q(max_runs__gte=1), name="schedule_max_runs_positive"),
+            models.CheckConstraint(
+                condition=Q(max_runs__isnull=True) | Q(max_runs__gte=1), name="schedule_max_runs_positive"
+            ),
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="schedule_max_attempts_positive"),
             models.CheckConstraint(condition=Q(priority__lte=9), name="schedule_priority_0_9"),
             models.CheckConstraint(condition=Q(max_concurrency__gte=1), name="schedule_max_concurrency_positive"),

@@ -17,7 +17,16 @@ from schedules.models import Schedule, ScheduleState
 from schedules.triggers import TriggerKind
 from schedules.validation import FIELDS, first_slot, schedule_clean
 
-TRIGGER_FIELDS = {"trigger_kind", "cron", "interval_seconds", "run_at", "timezone", "start_at", "end_at", "max_runs"}
+TRIGGER_FIELDS = {
+    "trigger_kind",
+    "cron",
+    "interval_seconds",
+    "run_at",
+    "timezone",
+    "start_at",
+    "end_at",
+    "max_runs",
+}
 
 
 class VersionConflict(Exception):
@@ -32,7 +41,12 @@ def _schedule_event(schedule: Schedule, kind: str, data: dict[str, Any] | None =
             type=f"schedule.{kind}",
             organization_id=schedule.organization_id,
             schedule_id=schedule.pk,
-            data={"name": schedule.name, "state": schedule.state, "version": schedule.version, **(data or {})},
+            data={
+                "name": schedule.name,
+                "state": schedule.state,
+                "version": schedule.version,
+                **(data or {}),
+            },
         )
     )
 
@@ -94,7 +108,7 @@ def schedule_update(
             locked.state, locked.state_note = ScheduleState.COMPLETED, "no future slot"
         elif locked.state == ScheduleState.COMPLETED:
             locked.state, locked.state_note = ScheduleState.ACTIVE, ""
-    locked.version = F("version") + 1  # type: ignore[assignment]
+    locked.version = F("version") + 1
     locked.save()
     locked.refresh_from_db()
     _schedule_event(locked, "updated", {"changed": sorted(changes)})
@@ -125,7 +139,7 @@ def schedule_resume(*, schedule: Schedule, now: datetime | None = None) -> bool:
     locked.state = ScheduleState.ACTIVE if locked.next_run_at is not None else ScheduleState.COMPLETED
     locked.state_note = "" if locked.next_run_at is not None else "no future slot"
     locked.consecutive_failures = 0
-    locked.version = F("version") + 1  # type: ignore[assignment]
+    locked.version = F("version") + 1
     locked.save()
     locked.refresh_from_db()
     schedule.refresh_from_db()
@@ -136,8 +150,10 @@ def schedule_resume(*, schedule: Schedule, now: datetime | None = None) -> bool:
 @transaction.atomic
 def schedule_cancel(*, schedule: Schedule, note: str = "") -> bool:
     """Stop all future slots for good; history is kept."""
-    updated = Schedule.objects.filter(pk=schedule.pk).exclude(state=ScheduleState.CANCELLED).update(
-        state=ScheduleState.CANCELLED, state_note=note[:500], next_run_at=None, version=F("version") + 1
+    updated = (
+        Schedule.objects.filter(pk=schedule.pk)
+        .exclude(state=ScheduleState.CANCELLED)
+        .update(state=ScheduleState.CANCELLED, state_note=note[:500], next_run_at=None, version=F("version") + 1)
     )
     schedule.refresh_from_db()
     if updated:

@@ -20,10 +20,32 @@ from schedules.models import ActionKind, MisfirePolicy, OverlapPolicy, Schedule
 from schedules.triggers import Trigger, TriggerKind, trigger_validate
 
 FIELDS = (
-    "name", "description", "agent", "labels", "trigger_kind", "cron", "interval_seconds", "run_at", "timezone",
-    "start_at", "end_at", "max_runs", "catchup_window_seconds", "misfire_policy", "jitter_seconds",
-    "max_concurrency", "overlap_policy", "max_attempts", "backoff_seconds", "timeout_seconds", "priority",
-    "pause_after_failures", "action_kind", "action_name", "action_config", "payload",
+    "name",
+    "description",
+    "agent",
+    "labels",
+    "trigger_kind",
+    "cron",
+    "interval_seconds",
+    "run_at",
+    "timezone",
+    "start_at",
+    "end_at",
+    "max_runs",
+    "catchup_window_seconds",
+    "misfire_policy",
+    "jitter_seconds",
+    "max_concurrency",
+    "overlap_policy",
+    "max_attempts",
+    "backoff_seconds",
+    "timeout_seconds",
+    "priority",
+    "pause_after_failures",
+    "action_kind",
+    "action_name",
+    "action_config",
+    "payload",
 )
 _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "interval_seconds": (1, 10**9),
@@ -36,7 +58,14 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "priority": (0, 9),
     "pause_after_failures": (1, 10_000),
 }
-_TEXT_LIMITS = {"name": 200, "description": 4000, "agent": 100, "cron": 200, "timezone": 64, "action_name": 200}
+_TEXT_LIMITS = {
+    "name": 200,
+    "description": 4000,
+    "agent": 100,
+    "cron": 200,
+    "timezone": 64,
+    "action_name": 200,
+}
 
 
 def _to_int(name: str, value: Any, errors: dict[str, str]) -> int | None:
@@ -103,11 +132,24 @@ def schedule_clean(
         elif instance is not None:
             merged[field] = getattr(instance, field)
     defaults = {
-        "description": "", "agent": "", "labels": {}, "cron": "", "timezone": "UTC",
-        "catchup_window_seconds": 3600, "misfire_policy": MisfirePolicy.COALESCE, "jitter_seconds": 0,
-        "max_concurrency": 1, "overlap_policy": OverlapPolicy.SKIP, "max_attempts": 3,
-        "backoff_seconds": [30, 60, 300, 900, 3600], "timeout_seconds": 300, "priority": 5,
-        "action_kind": ActionKind.PYTHON, "action_name": "", "action_config": {}, "payload": {},
+        "description": "",
+        "agent": "",
+        "labels": {},
+        "cron": "",
+        "timezone": "UTC",
+        "catchup_window_seconds": 3600,
+        "misfire_policy": MisfirePolicy.COALESCE,
+        "jitter_seconds": 0,
+        "max_concurrency": 1,
+        "overlap_policy": OverlapPolicy.SKIP,
+        "max_attempts": 3,
+        "backoff_seconds": [30, 60, 300, 900, 3600],
+        "timeout_seconds": 300,
+        "priority": 5,
+        "action_kind": ActionKind.PYTHON,
+        "action_name": "",
+        "action_config": {},
+        "payload": {},
     }
     for key, value in defaults.items():
         if merged.get(key) is None:
@@ -183,7 +225,7 @@ def schedule_clean(
         action_validate(
             kind=str(merged.get("action_kind")),
             name=str(merged.get("action_name") or ""),
-            config=merged.get("action_config") if isinstance(merged.get("action_config"), dict) else {},
+            config=config if isinstance(config := merged.get("action_config"), dict) else {},
             payload=merged.get("payload"),
         )
     except ValidationError as exc:

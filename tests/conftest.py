@@ -7,7 +7,7 @@ ECHOFLOW_REQUIRE_SERVICES=1 (set by .ci/run) it fails instead, so CI can never p
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -77,3 +77,50 @@ def redis_client() -> Iterator[redis.Redis]:
 @pytest.fixture
 def vendor() -> str:
     return connection.vendor
+
+
+@pytest.fixture
+def celery_worker_thread(transactional_db: None) -> Iterator[object]:
+    """A real Celery worker (celery.contrib.testing) consuming the run and system queues over the real broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from echoflow.celery import app
+
+    app.conf.task_always_eager = False
+    # A dedicated Redis database: leftovers of an earlier run must not reach this worker.
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        queues=["echoflow", "echoflow.system"],
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker
+    _drop_other_connections()
+
+
+def _drop_other_connections() -> None:
+    """Worker threads keep their own database connections; end them so the test database can be flushed."""
+    from django.db import connection as conn
+
+    if conn.vendor == "postgresql":
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until true: waiting for a real worker, not a sleep standing in for control of time."""
+    import time as _time
+
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        if predicate():
+            return
+        _time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")

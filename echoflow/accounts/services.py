@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils.text import slugify
 
@@ -14,16 +14,16 @@ def organization_get_or_create(*, name: str, slug: str | None = None) -> Organiz
 
 
 @transaction.atomic
-def membership_set(*, organization: Organization, user: AbstractUser, role: str) -> Membership:
+def membership_set(*, organization: Organization, user: AbstractBaseUser, role: str) -> Membership:
     if role not in Role.values:
         raise ValueError(f"role: {role!r} is not one of {', '.join(Role.values)}")
     membership, _ = Membership.objects.update_or_create(
-        organization=organization, user=user, defaults={"role": role}
+        organization=organization, user_id=user.pk, defaults={"role": role}
     )
     return membership
 
 
-def user_get_or_create(*, username: str, email: str = "") -> tuple[AbstractUser, bool]:
+def user_get_or_create(*, username: str, email: str = "") -> tuple[AbstractBaseUser, bool]:
     user_model = get_user_model()
     user, created = user_model.objects.get_or_create(username=username, defaults={"email": email})
-    return user, created  # type: ignore[return-value]
+    return user, created

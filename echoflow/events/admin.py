@@ -5,7 +5,16 @@ from echoflow.events.models import OutboxEvent
 
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(admin.ModelAdmin):
-    list_display = ["id", "type", "occurred_at", "organization_id", "schedule_id", "run_id", "attempt", "relayed_at"]
+    list_display = [
+        "id",
+        "type",
+        "occurred_at",
+        "organization_id",
+        "schedule_id",
+        "run_id",
+        "attempt",
+        "relayed_at",
+    ]
     list_filter = ["type", ("relayed_at", admin.EmptyFieldListFilter)]
     search_fields = ["event_id", "type"]
     readonly_fields = [f.name for f in OutboxEvent._meta.fields]

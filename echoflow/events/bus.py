@@ -84,6 +84,7 @@ def outbox_relay(*, batch_size: int = 500, max_batches: int = 20) -> int:
     client = redis_client()
     if client is None:
         return 0
+    RelayLock.objects.get_or_create(name="outbox")
     sent = 0
     for _ in range(max_batches):
         n = _relay_batch(client, batch_size)
@@ -97,11 +98,7 @@ def _relay_batch(client: redis.Redis, batch_size: int) -> int:
     with transaction.atomic():
         lock = RelayLock.objects.select_for_update(skip_locked=True).filter(name="outbox").first()
         if lock is None:
-            # Either another relayer holds the lock (it will send these) or the row does not exist yet.
-            if RelayLock.objects.filter(name="outbox").exists():
-                return 0
-            RelayLock.objects.get_or_create(name="outbox")
-            return 0
+            return 0  # another relayer holds the lock and will send these, in order
         pending = list(OutboxEvent.objects.filter(relayed_at__isnull=True).order_by("id")[:batch_size])
         if not pending:
             return 0
