@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "echoflow",
     "echoflow.accounts",
     "echoflow.events",
+    "echoflow.audit",
     "schedules",
     "runs",
 ]
@@ -73,6 +74,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "echoflow.audit.context.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connections, transaction
+from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -194,7 +194,6 @@ def schedule_record_outcome(*, schedule_id: int, status: str, finished_at: datet
 
 def run_execute(*, run_id: int, worker: str) -> str | None:
     """Execute one attempt of ``run_id``; returns the run's new status, or None if it was not ours to run."""
-    close_old_connections()
     now = timezone.now()
     claimed = _claim(run_id, worker, now)
     if claimed is None:

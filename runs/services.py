@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from echoflow.accounts.models import Organization
+from echoflow.audit.services import audit_record
 from echoflow.events.bus import EventSpec, event_record
 from runs.actions import action_validate
 from runs.executor import backoff_delay, schedule_record_outcome
@@ -76,7 +77,15 @@ def schedule_run_now(
         payload=schedule.payload,
         trace_id=Run.new_trace_id(),
     )
-    return _insert_run(run)
+    run, created = _insert_run(run)
+    if created:
+        audit_record(
+            action="schedule.run_now",
+            target=schedule,
+            organization_id=schedule.organization_id,
+            changes={"run": run.pk, "idempotency_key": idempotency_key or ""},
+        )
+    return run, created
 
 
 @transaction.atomic
@@ -124,7 +133,15 @@ def run_create_adhoc(
         payload=payload if payload is not None else {},
         trace_id=Run.new_trace_id(),
     )
-    return _insert_run(run)
+    run, created = _insert_run(run)
+    if created:
+        audit_record(
+            action="run.create",
+            target=run,
+            organization_id=organization.pk,
+            changes={"action_kind": action_kind, "action_name": action_name},
+        )
+    return run, created
 
 
 @transaction.atomic
@@ -148,6 +165,7 @@ def run_retry(*, run: Run, now: datetime | None = None) -> Run:
         next_attempt_at=None,
         status_reason="retried by hand",
     )
+    audit_record(action="run.retry", target=locked, organization_id=locked.organization_id)
     return locked
 
 
@@ -168,6 +186,7 @@ def run_cancel(*, run: Run, reason: str = "cancelled by hand", now: datetime | N
     )
     if locked.schedule_id:
         schedule_record_outcome(schedule_id=locked.schedule_id, status=RunStatus.CANCELLED, finished_at=now)
+    audit_record(action="run.cancel", target=locked, organization_id=locked.organization_id, changes={"reason": reason})
     return locked
 
 

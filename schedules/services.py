@@ -12,6 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from echoflow.accounts.models import Organization
+from echoflow.audit.services import audit_record
 from echoflow.events.bus import EventSpec, event_record
 from schedules.models import Schedule, ScheduleState
 from schedules.triggers import TriggerKind
@@ -74,6 +75,12 @@ def schedule_create(
         schedule.state_note = "no future slot"
     schedule.save()
     _schedule_event(schedule, "created")
+    audit_record(
+        action="schedule.create",
+        target=schedule,
+        organization_id=organization.pk,
+        changes={k: clean[k] for k in FIELDS if k in data},
+    )
     return schedule
 
 
@@ -112,6 +119,7 @@ def schedule_update(
     locked.save()
     locked.refresh_from_db()
     _schedule_event(locked, "updated", {"changed": sorted(changes)})
+    audit_record(action="schedule.update", target=locked, organization_id=locked.organization_id, changes=changes)
     return locked, changes
 
 
@@ -123,6 +131,9 @@ def schedule_pause(*, schedule: Schedule, note: str = "") -> bool:
     schedule.refresh_from_db()
     if updated:
         _schedule_event(schedule, "paused", {"note": note})
+        audit_record(
+            action="schedule.disable", target=schedule, organization_id=schedule.organization_id, changes={"note": note}
+        )
     return bool(updated)
 
 
@@ -144,6 +155,7 @@ def schedule_resume(*, schedule: Schedule, now: datetime | None = None) -> bool:
     locked.refresh_from_db()
     schedule.refresh_from_db()
     _schedule_event(locked, "resumed")
+    audit_record(action="schedule.enable", target=locked, organization_id=locked.organization_id)
     return True
 
 
@@ -158,10 +170,19 @@ def schedule_cancel(*, schedule: Schedule, note: str = "") -> bool:
     schedule.refresh_from_db()
     if updated:
         _schedule_event(schedule, "cancelled", {"note": note})
+        audit_record(
+            action="schedule.cancel", target=schedule, organization_id=schedule.organization_id, changes={"note": note}
+        )
     return bool(updated)
 
 
 @transaction.atomic
 def schedule_delete(*, schedule: Schedule) -> None:
     _schedule_event(schedule, "deleted")
+    audit_record(
+        action="schedule.delete",
+        target=schedule,
+        organization_id=schedule.organization_id,
+        changes={"name": schedule.name},
+    )
     schedule.delete()
