@@ -59,6 +59,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
     "echoflow",
     "echoflow.accounts",
     "echoflow.events",
@@ -121,6 +124,24 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 LOGIN_URL = "/admin/login/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# --- API ---------------------------------------------------------------------------------------------------------
+REST_FRAMEWORK: dict[str, Any] = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS: dict[str, Any] = {
+    "TITLE": "EchoFlow API",
+    "DESCRIPTION": "Schedules, runs, audit log and organizations of EchoFlow.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "600/minute")
 
 # --- Broker, event bus -----------------------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
@@ -163,6 +184,13 @@ CELERY_TASK_ROUTES = {
     "echoflow.execute_run": {"queue": "echoflow"},
 }
 DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+# Rate limits and other shared counters: Redis when configured, else the database (shared by every process).
+CACHES: dict[str, Any] = (
+    {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "ef"}}
+    if REDIS_URL
+    else {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+)
 
 EVENTS_REDIS_URL = env_str("EVENTS_REDIS_URL") or REDIS_URL
 if EVENTS_REDIS_URL:

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from echoflow.views import healthz
 
@@ -10,4 +10,6 @@ admin.site.index_title = "Schedules, runs and the system tasks behind them"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("api/", include("echoflow.api.urls")),
+    path("schedules/", include("schedules.web.urls")),
 ]
