@@ -27,7 +27,7 @@ from echoflow.env import (
 django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("ECHOFLOW_VAR_DIR") or BASE_DIR / "var")
+VAR_DIR = Path(env_str("ECHOFLOW_VAR_DIR") or BASE_DIR / "var").resolve()
 
 DEBUG = env_bool("DEBUG", default=False)
 # The embedded default (no DATABASE_URL): SQLite and a filesystem broker under var/, for one machine.
@@ -48,6 +48,10 @@ if not SECRET_KEY:
         SECRET_KEY = "echoflow-insecure-development-key-do-not-use-in-production"
     else:
         raise ConfigError("SECRET_KEY: required when DEBUG is off and DATABASE_URL is set")
+if env_bool("TRUST_X_FORWARDED_PROTO", default=False):
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if not DEBUG else ["*"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -100,9 +104,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'echoflow.sqlite3'}".replace(
-    "sqlite:///", "sqlite:////", 1
-)
+DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'echoflow.sqlite3'}"
 DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL, base_dir=BASE_DIR)}
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
@@ -119,6 +121,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -179,6 +182,11 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "echoflow.beat:EchoFlowScheduler"
 CELERY_TASK_DEFAULT_QUEUE = "echoflow"
+# Runs go to one of three queues by priority (runs.dispatcher.queue_for_priority). Workers list the queues in
+# order (system, high, default, low); the Redis transport's "priority" queue order serves the first non-empty
+# queue first, so a flood of low-priority runs never delays a high-priority one or a dispatch tick.
+RUN_QUEUES = {"high": "echoflow.high", "default": "echoflow", "low": "echoflow.low"}
+WORKER_QUEUES = "echoflow.system,echoflow.high,echoflow,echoflow.low"
 CELERY_TASK_ROUTES = {
     "echoflow.system.*": {"queue": "echoflow.system"},
     "echoflow.execute_run": {"queue": "echoflow"},
@@ -189,7 +197,12 @@ DJANGO_CELERY_BEAT_TZ_AWARE = True
 CACHES: dict[str, Any] = (
     {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "ef"}}
     if REDIS_URL
-    else {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    else {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
 )
 
 EVENTS_REDIS_URL = env_str("EVENTS_REDIS_URL") or REDIS_URL

@@ -17,14 +17,15 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from echoflow.events.bus import EventSpec, events_record
+from runs.limits import waiting_release
 from runs.models import DispatcherHeartbeat, Run, RunStatus, RunTrigger
 from runs.transitions import runs_transition_bulk
 from schedules.models import Schedule, ScheduleState
@@ -43,6 +44,7 @@ class TickResult:
     missed: int = 0
     completed: int = 0
     retried: int = 0
+    released: int = 0
     enqueued: int = 0
     resent: int = 0
     duration_ms: int = 0
@@ -220,14 +222,24 @@ def _claim_for_sending(now: datetime, limit: int, *, resend_before: datetime | N
         return rows
 
 
+def queue_for_priority(priority: int) -> str:
+    """0-3 → echoflow.low, 4-6 → echoflow, 7-9 → echoflow.high (see RUN_QUEUES in settings)."""
+    queues = settings.RUN_QUEUES
+    if priority >= 7:
+        return str(queues["high"])
+    if priority <= 3:
+        return str(queues["low"])
+    return str(queues["default"])
+
+
 def send_runs(rows: list[tuple[int, int]]) -> None:
-    """Publish one ``execute_run`` message per run over one broker connection."""
+    """Publish one ``execute_run`` message per run, to its priority's queue, over one broker connection."""
     from echoflow.celery import app
     from runs.tasks import execute_run
 
     with app.producer_or_acquire() as producer:
         for pk, priority in rows:
-            execute_run.apply_async(args=(pk,), priority=priority, producer=producer)
+            execute_run.apply_async(args=(pk,), queue=queue_for_priority(priority), producer=producer)
 
 
 def _send(rows: list[tuple[int, int]], sender: Sender) -> int:
@@ -252,6 +264,7 @@ def dispatch_tick(*, now: datetime | None = None, sender: Sender | None = None, 
     result = TickResult()
 
     _release_retries(now, result, batch_size)
+    result.released = waiting_release(limit=batch_size)
     for _ in range(max_batches):
         if _claim_due_schedules(now, result, batch_size) < batch_size:
             break

@@ -23,13 +23,15 @@ from django.db.models import F
 from django.utils import timezone
 
 from runs.actions import ActionCancelled, ActionContext, ActionError, RetryableError, action_execute
+from runs.limits import admission_check, overlap_cancel
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
 from runs.transitions import run_transition
 from schedules.models import Schedule, ScheduleState
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 5.0
+# How often a running attempt heartbeats and notices that its run was cancelled.
+HEARTBEAT_SECONDS = 2.0
 
 
 @dataclass
@@ -63,6 +65,29 @@ def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int] | None:
         run = Run.objects.select_for_update(of=("self",)).select_related("organization").filter(pk=run_id).first()
         if run is None or run.status != RunStatus.QUEUED:
             return None
+        admission = admission_check(run=run)
+        if admission.decision == "skip":
+            run_transition(
+                run=run,
+                to=RunStatus.SKIPPED,
+                sources=[RunStatus.QUEUED],
+                finished_at=now,
+                status_reason=admission.reason[:500],
+                data={"reason": admission.reason},
+            )
+            if run.schedule_id:
+                Schedule.objects.filter(pk=run.schedule_id).update(skipped_count=F("skipped_count") + 1)
+            return None
+        if admission.decision == "wait":
+            run_transition(
+                run=run,
+                to=RunStatus.WAITING,
+                sources=[RunStatus.QUEUED],
+                status_reason=admission.reason[:500],
+                data={"reason": admission.reason},
+            )
+            return None
+        overlap_cancel(runs=admission.cancel, reason=admission.reason, now=now)
         number = run.attempts + 1
         claimed = run_transition(
             run=run,

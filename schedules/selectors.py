@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -22,6 +22,21 @@ def schedule_list(*, organization: Organization | None = None) -> QuerySet[Sched
 def schedule_preview(*, trigger: Trigger, count: int, after: datetime | None = None) -> list[datetime]:
     """The next ``count`` slots strictly after ``after``: the dispatcher's own arithmetic."""
     return trigger.preview(after=after or timezone.now(), count=count)
+
+
+def schedule_upcoming(*, schedule: Schedule, count: int, after: datetime | None = None) -> list[datetime]:
+    """The next ``count`` slots a saved schedule will really run: none when it is not active, and no more than
+    its remaining ``max_runs``."""
+    if schedule.state != "active" or schedule.next_run_at is None:
+        return []
+    if schedule.max_runs is not None:
+        count = min(count, max(schedule.max_runs - schedule.runs_count, 0))
+    if count <= 0:
+        return []
+    after = after or timezone.now()
+    # Slots not yet dispatched (next_run_at may be slightly in the past) come first.
+    start = min(after, schedule.next_run_at - timedelta(microseconds=1))
+    return schedule.trigger.preview(after=start, count=count)
 
 
 def schedule_find(*, ref: str, organization: Organization | None = None) -> Schedule:

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -73,7 +74,16 @@ def schedule_create(
     if schedule.next_run_at is None:
         schedule.state = ScheduleState.COMPLETED
         schedule.state_note = "no future slot"
-    schedule.save()
+    try:
+        with transaction.atomic():
+            schedule.save()
+    except IntegrityError as exc:
+        # Two creates with one name at the same instant: the database's unique constraint decides.
+        if "schedule_name_unique_in_org" in str(exc):
+            raise ValidationError(
+                {"name": f"a schedule named {schedule.name!r} already exists in this organization"}
+            ) from None
+        raise
     _schedule_event(schedule, "created")
     audit_record(
         action="schedule.create",

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -137,7 +138,7 @@ def schedule_clean(
         "labels": {},
         "cron": "",
         "timezone": "UTC",
-        "catchup_window_seconds": 3600,
+        "catchup_window_seconds": settings.ECHOFLOW["DEFAULT_CATCHUP_WINDOW_SECONDS"],
         "misfire_policy": MisfirePolicy.COALESCE,
         "jitter_seconds": 0,
         "max_concurrency": 1,

@@ -92,9 +92,9 @@ def celery_worker_thread(transactional_db: None) -> Iterator[object]:
     with start_worker(
         app,
         pool="threads",
-        concurrency=2,
+        concurrency=4,
         perform_ping_check=False,
-        queues=["echoflow", "echoflow.system"],
+        queues=settings.WORKER_QUEUES.split(","),
         loglevel="WARNING",
         shutdown_timeout=30,
     ) as worker:

@@ -99,7 +99,7 @@ class Command(BaseCommand):
                 *celery,
                 "worker",
                 "-Q",
-                "echoflow,echoflow.system",
+                settings.WORKER_QUEUES,
                 "-l",
                 "info",
                 "-E",
