@@ -110,6 +110,7 @@ def test_buffer_all_runs_every_run_one_at_a_time_in_order(org: Organization, cel
         Run.objects.filter(pk__in=[r.pk for r in runs]).order_by("pk").values_list("started_at", "finished_at")
     )
     for (_, finished), (started, _) in itertools.pairwise(spans):
+        assert started is not None and finished is not None
         assert started >= finished, "two runs of a max_concurrency=1 schedule overlapped"
 
 
@@ -162,4 +163,5 @@ def test_org_limit_makes_runs_wait_and_start_by_priority_then_age(
     assert order == [blocker.pk, newer_high.pk, older_low.pk]
     spans = list(Run.objects.filter(organization=org).order_by("started_at").values_list("started_at", "finished_at"))
     for (_, finished), (started, _) in itertools.pairwise(spans):
+        assert started is not None and finished is not None
         assert started >= finished, "the organization ran two runs at once with max_concurrent_runs=1"
