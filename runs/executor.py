@@ -94,7 +94,13 @@ def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int] | None:
             to=RunStatus.RUNNING,
             sources=[RunStatus.QUEUED],
             expected_attempts=run.attempts,
-            data={"worker": worker},
+            data={
+                "worker": worker,
+                "slot": run.slot.isoformat() if run.slot else None,
+                # Trigger lag: how late the start is against the planned slot (or due time for manual runs).
+                "lag_ms": int(((now - (run.slot or run.due_at)).total_seconds()) * 1000),
+                "trigger": run.trigger,
+            },
             **{"attempts": number, "worker": worker, "heartbeat_at": now, "next_attempt_at": None},
             **({"started_at": now} if run.started_at is None else {}),
         )

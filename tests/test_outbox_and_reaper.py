@@ -1,0 +1,137 @@
+"""Nothing is lost when parts die: events wait in the outbox while Redis is away, and a run whose worker was
+killed mid-attempt is found by the reaper and retried."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import time_machine
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from echoflow.accounts.models import Organization
+from echoflow.events.bus import outbox_relay
+from echoflow.events.models import OutboxEvent
+from runs.dispatcher import dispatch_tick
+from runs.executor import run_execute
+from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
+from runs.services import runs_reap, schedule_run_now
+from schedules.services import schedule_create
+from tests.conftest import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_events_wait_in_the_outbox_while_redis_is_down_and_leave_in_order(
+    org: Organization, redis_client: redis.Redis, settings: Any
+) -> None:
+    schedule = schedule_create(
+        organization=org,
+        data={"name": "s", "trigger_kind": "cron", "cron": "0 0 1 1 *", "action_name": "echoflow.noop"},
+    )
+    run, _ = schedule_run_now(schedule=schedule)
+    run_execute(run_id=run.pk, worker="w")
+
+    live_url = settings.EVENTS_REDIS_URL
+    settings.EVENTS_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there: Redis is "down"
+    assert outbox_relay() == 0
+    pending = list(OutboxEvent.objects.filter(relayed_at__isnull=True).order_by("id"))
+    assert [e.type for e in pending] == ["schedule.created", "run.queued", "run.started", "run.succeeded"]
+
+    settings.EVENTS_REDIS_URL = live_url  # Redis is back
+    assert outbox_relay() == 4
+    assert not OutboxEvent.objects.filter(relayed_at__isnull=True).exists()
+    entries = redis_client.xrange(settings.EVENTS_STREAM)
+    envelopes = [json.loads(fields[b"envelope"]) for _, fields in entries]
+    assert [e["type"] for e in envelopes] == ["schedule.created", "run.queued", "run.started", "run.succeeded"]
+    assert [e["id"] for e in envelopes] == [str(e.event_id) for e in pending]
+    assert outbox_relay() == 0  # sent once, never again
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_attempt_is_reaped_and_the_run_retried(org: Organization, tmp_path: Path) -> None:
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    schedule = schedule_create(
+        organization=org,
+        data={
+            "name": "long job",
+            "trigger_kind": "cron",
+            "cron": "0 0 1 1 *",
+            "action_name": "echoflow.sleep",
+            "payload": {"seconds": 60},
+            "max_attempts": 2,
+            "backoff_seconds": [10],
+        },
+    )
+    run, _ = schedule_run_now(schedule=schedule)
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "DEBUG": "1",
+        "ECHOFLOW_VAR_DIR": str(tmp_path),
+    }
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "echoflow",
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            settings.WORKER_QUEUES,
+            "-l",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        dispatch_tick()
+        wait_until(
+            lambda: Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).exists(),
+            timeout=60,
+            what="the run to start",
+        )
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)  # the machine is gone, no chance to clean up
+        worker.wait(10)
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING  # nobody will ever finish it...
+    assert runs_reap() == 0  # ...but its heartbeat is still fresh
+    stale = timedelta(seconds=settings.ECHOFLOW["HEARTBEAT_STALE_SECONDS"] * 4 + 5)
+    with time_machine.travel(timezone.now() + stale, tick=False):
+        assert runs_reap() == 1
+        run.refresh_from_db()
+        assert run.status == RunStatus.RETRYING
+        attempt = RunAttempt.objects.get(run=run, number=1)
+        assert attempt.outcome == AttemptOutcome.LOST
+        assert "stopped heartbeating" in attempt.error
+        assert run.next_attempt_at is not None
+        next_attempt = run.next_attempt_at
+    with time_machine.travel(next_attempt + timedelta(seconds=1), tick=False):
+        tick = dispatch_tick(sender=lambda rows: None)
+        assert (tick.retried, tick.enqueued) == (1, 1)
+    assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
