@@ -77,6 +77,7 @@ def test_output_is_capped(org: Organization, settings: Any) -> None:
     schedule = _schedule(org, action_name="echoflow.echo", payload={"blob": "x" * 5000})
     run = _run_once(schedule)
     assert run.status == RunStatus.SUCCEEDED
+    assert isinstance(run.output, dict)
     assert run.output["note"] == "output capped at 300 characters"
     assert len(run.output["truncated"]) == 300
 
@@ -118,13 +119,13 @@ def test_every_transition_writes_one_event_in_order(org: Organization) -> None:
 
 # --- HTTP actions against a local server ---------------------------------------------------------------------------
 class _Recorder(BaseHTTPRequestHandler):
-    responses: list[tuple[int, dict[str, str], bytes]] = []
+    planned: list[tuple[int, dict[str, str], bytes]] = []
     received: list[tuple[dict[str, str], bytes]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         type(self).received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        status, headers, payload = type(self).responses.pop(0) if type(self).responses else (200, {}, b"ok")
+        status, headers, payload = type(self).planned.pop(0) if type(self).planned else (200, {}, b"ok")
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -139,7 +140,7 @@ class _Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def http_target(settings: Any) -> Iterator[tuple[str, type[_Recorder]]]:
     settings.ECHOFLOW = {**settings.ECHOFLOW, "HTTP_ALLOWED_HOSTS": ["127.0.0.1"]}
-    handler = type("Recorder", (_Recorder,), {"responses": [], "received": []})
+    handler = type("Recorder", (_Recorder,), {"planned": [], "received": []})
     server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -179,17 +180,17 @@ def test_http_action_2xx_succeeds_and_is_signed_with_the_org_secret(
 
 def test_http_5xx_retries_and_4xx_does_not(org: Organization, http_target: tuple[str, type[_Recorder]]) -> None:
     url, server = http_target
-    server.responses = [(503, {}, b"busy")]
+    server.planned = [(503, {}, b"busy")]
     run = _http_run(org, url)
     assert run.status == RunStatus.RETRYING and "503" in run.error
-    server.responses = [(404, {}, b"no such hook")]
+    server.planned = [(404, {}, b"no such hook")]
     run = _http_run(org, url)
     assert run.status == RunStatus.FAILED and "404" in run.error
 
 
 def test_http_429_waits_at_least_retry_after(org: Organization, http_target: tuple[str, type[_Recorder]]) -> None:
     url, server = http_target
-    server.responses = [(429, {"Retry-After": "120"}, b"slow down")]
+    server.planned = [(429, {"Retry-After": "120"}, b"slow down")]
     run = _http_run(org, url)
     assert run.status == RunStatus.RETRYING
     attempt = RunAttempt.objects.get(run=run)
