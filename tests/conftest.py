@@ -69,9 +69,15 @@ def other_org(db: None) -> Organization:
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.REDIS_URL)
-    client.delete(settings.EVENTS_STREAM)
+
+    def clean() -> None:
+        client.delete(settings.EVENTS_STREAM)
+        for key in client.scan_iter(f"{settings.EVENTS_STREAM}:sent:*"):
+            client.delete(key)
+
+    clean()
     yield client
-    client.delete(settings.EVENTS_STREAM)
+    clean()
 
 
 @pytest.fixture

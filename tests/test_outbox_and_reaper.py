@@ -135,3 +135,21 @@ def test_a_worker_killed_mid_attempt_is_reaped_and_the_run_retried(org: Organiza
         tick = dispatch_tick(sender=lambda rows: None)
         assert (tick.retried, tick.enqueued) == (1, 1)
     assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_an_event_is_added_to_the_stream_once_even_if_a_relayer_died_before_marking_it(
+    org: Organization, redis_client: redis.Redis
+) -> None:
+    schedule_create(
+        organization=org,
+        data={"name": "s", "trigger_kind": "cron", "cron": "0 0 1 1 *", "action_name": "echoflow.noop"},
+    )
+    assert outbox_relay() == 1
+    # Simulate a relayer that added the event to Redis and was killed before its database commit.
+    OutboxEvent.objects.update(relayed_at=None, stream_id="")
+    assert outbox_relay() == 1
+    assert redis_client.xlen(settings.EVENTS_STREAM) == 1
+    for key in redis_client.scan_iter(f"{settings.EVENTS_STREAM}:sent:*"):
+        redis_client.delete(key)

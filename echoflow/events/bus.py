@@ -65,6 +65,18 @@ def events_record(specs: Iterable[EventSpec], *, occurred_at: datetime | None = 
     return len(rows)
 
 
+# XADD only if this event id was not added before: a relayer killed between XADD and marking the row relayed
+# would otherwise send the event twice when the next relayer picks the row up again. The marker lives long
+# enough to cover any such retry; consumers may also rely on the envelope id being unique.
+_XADD_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
+  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'type', ARGV[3], 'envelope', ARGV[4])
+end
+return false
+"""
+_DEDUPE_SECONDS = 6 * 3600
+
+
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
@@ -103,13 +115,19 @@ def _relay_batch(client: redis.Redis, batch_size: int) -> int:
         if not pending:
             return 0
         try:
+            xadd_once = client.register_script(_XADD_ONCE)
             pipe = client.pipeline(transaction=False)
+            stream = settings.EVENTS_STREAM
             for event in pending:
-                pipe.xadd(
-                    settings.EVENTS_STREAM,
-                    {"type": event.type, "envelope": json.dumps(event.envelope(), separators=(",", ":"))},
-                    maxlen=settings.EVENTS_STREAM_MAXLEN,
-                    approximate=True,
+                xadd_once(
+                    keys=[stream, f"{stream}:sent:{event.event_id}"],
+                    args=[
+                        _DEDUPE_SECONDS,
+                        settings.EVENTS_STREAM_MAXLEN,
+                        event.type,
+                        json.dumps(event.envelope(), separators=(",", ":")),
+                    ],
+                    client=pipe,
                 )
             stream_ids = pipe.execute()
         except redis.RedisError as exc:
@@ -118,6 +136,9 @@ def _relay_batch(client: redis.Redis, batch_size: int) -> int:
         now = timezone.now()
         for event, stream_id in zip(pending, stream_ids, strict=True):
             event.relayed_at = now
-            event.stream_id = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+            # None: an earlier relayer already added it (and died before marking the row).
+            event.stream_id = (
+                stream_id.decode() if isinstance(stream_id, bytes) else "" if stream_id is None else str(stream_id)
+            )
         OutboxEvent.objects.bulk_update(pending, ["relayed_at", "stream_id"])
         return len(pending)
