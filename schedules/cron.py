@@ -14,6 +14,8 @@ local wall-clock matches to real instants across daylight-saving changes (docs/t
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,13 +45,18 @@ _RANGES = {
     "day-of-week": (0, 7),
 }
 _NAMES = {
-    "month": {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())},
-    "day-of-week": {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())},
+    "month": {
+        m: i + 1
+        for i, m in enumerate(["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])
+    },
+    "day-of-week": {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])},
 }
-_NUMBER = re.compile(r"^\d+$")
-# Transitions closer together than this are not looked for between two probes (none exist in tzdata today).
-_PROBE_STEP = timedelta(days=7)
+# ASCII digits only: str.isdigit() and \d accept other scripts' digits, which cronsim rejects.
+_NUMBER = re.compile(r"[0-9]+")
+# UTC-offset changes are looked for with probes this far apart; tzdata has no two changes closer than that.
+_PROBE_STEP = timedelta(hours=6)
 _YEARS_AHEAD = 50
+_MAX_YEAR = 9000
 
 
 class CronError(ValueError):
@@ -58,10 +65,12 @@ class CronError(ValueError):
 
 def _value(field: str, text: str) -> int:
     names = _NAMES.get(field, {})
-    if text in names:
-        return names[text]
-    if not _NUMBER.match(text):
-        hint = " (or a name like JAN)" if field == "month" else " (or a name like MON)" if field == "day-of-week" else ""
+    if text.upper() in names:
+        return names[text.upper()]
+    if not _NUMBER.fullmatch(text):
+        hint = {"month": " (or a name like JAN)", "day-of-week": " (or a name like MON)"}.get(field, "")
+        if text == "?":
+            hint = "; ? is not supported, write *"
         raise CronError(f"{field}: {text!r} is not a number{hint}")
     value = int(text)
     low, high = _RANGES[field]
@@ -70,37 +79,47 @@ def _value(field: str, text: str) -> int:
     return value
 
 
-def _check_term(field: str, term: str) -> None:
+def _check_term(field: str, term: str) -> str:
+    """Check one comma-separated item as typed (messages quote it so); return it as cronsim should read it."""
+    upper = term.upper()
     if term == "":
         raise CronError(f"{field}: empty item in a list")
-    if field == "day-of-month" and term in {"L", "LW"}:
-        return
-    if field == "day-of-week" and term.endswith("L") and len(term) > 1:
-        _value(field, term[:-1])
-        return
+    if field == "day-of-month":
+        if upper in {"L", "LW"}:
+            return upper
+        if "W" in upper:
+            raise CronError(f"day-of-month: in {term!r}, W is supported only as LW (the last weekday of the month)")
+        if "L" in upper:
+            raise CronError(f"day-of-month: in {term!r}, L stands alone (L = the last day, LW = the last weekday)")
+    if field == "day-of-week" and upper.endswith("L"):
+        if upper == "L":
+            raise CronError("day-of-week: L needs a day before it (5L = the last Friday of the month)")
+        # cronsim reads only numbers before L: FRIL becomes 5L.
+        return f"{_value(field, term[:-1])}L"
     if field == "day-of-week" and "#" in term:
         day, _, nth = term.partition("#")
         _value(field, day)
-        if not _NUMBER.match(nth) or not 1 <= int(nth) <= 5:
+        if not _NUMBER.fullmatch(nth) or not 1 <= int(nth) <= 5:
             raise CronError(f"day-of-week: in {term!r} the week number must be 1-5")
-        return
+        return upper
     base, slash, step = term.partition("/")
     if slash:
-        if not _NUMBER.match(step):
+        if not _NUMBER.fullmatch(step):
             raise CronError(f"{field}: step {step!r} in {term!r} is not a number")
         if int(step) == 0:
             raise CronError(f"{field}: step in {term!r} must be at least 1")
         low, high = _RANGES[field]
         if int(step) > high - low + 1:
-            raise CronError(f"{field}: step {step} in {term!r} is larger than the range {low}-{high}")
+            raise CronError(f"{field}: step {int(step)} in {term!r} is larger than the range {low}-{high}")
     if base == "*":
-        return
+        return upper
     start, dash, end = base.partition("-")
     first = _value(field, start)
     if dash:
         last = _value(field, end)
         if last < first:
             raise CronError(f"{field}: range {base!r} goes backwards ({first} > {last})")
+    return upper
 
 
 def normalize(expression: str) -> str:
@@ -113,23 +132,28 @@ def normalize(expression: str) -> str:
         if macro is None:
             raise CronError(f"expression: unknown macro {text!r}; use one of {', '.join(MACROS)}")
         text = macro
-    parts = text.upper().split(" ")
+    parts = text.split(" ")
     if len(parts) not in (5, 6):
         raise CronError(
             f"expression: has {len(parts)} fields; write 5 (minute hour day-of-month month day-of-week) "
             "or 6 with a leading seconds field"
         )
     names = _FIELDS if len(parts) == 6 else _FIELDS[1:]
-    for field, part in zip(names, parts, strict=True):
-        for term in part.split(","):
-            _check_term(field, term)
+    parts = [
+        ",".join(_check_term(field, term) for term in part.split(",")) for field, part in zip(names, parts, strict=True)
+    ]
     normalized = " ".join(parts)
     try:
         CronSim(normalized, datetime(2000, 1, 1))
     except CronSimError as exc:
-        if "day-of-month" in str(exc):
+        message = str(exc)
+        if "day-of-month" in message:
             raise CronError("day-of-month: no chosen month has that many days") from None
-        raise CronError(f"expression: {exc} in {expression.strip()!r}") from None
+        field = message.removeprefix("Bad ").strip()
+        field = field if field in _FIELDS else "expression"
+        raise CronError(f"{field}: is not valid in {expression.strip()!r}") from None
+    except (ValueError, IndexError, KeyError) as exc:  # defensive: cronsim must never leak a traceback
+        raise CronError(f"expression: {expression.strip()!r} is not valid ({exc})") from None
     return normalized
 
 
@@ -173,28 +197,35 @@ class CronExpression:
                 yield current
 
     def min_gap_seconds(self) -> int | None:
-        """Smallest gap between two consecutive fires inside a minute, for 6-field expressions."""
+        """Smallest gap in seconds between two consecutive fires, for 6-field expressions (None: a minute or more).
+
+        Only gaps inside a minute, or from one minute to the next when two consecutive minutes both fire, can be
+        under 60 s; this reads them off the seconds and minute fields.
+        """
         if not self.has_seconds:
             return None
-        seconds = sorted(_expand_seconds(self.fields[0]))
-        if len(seconds) < 2:
-            return None
-        gaps = [b - a for a, b in zip(seconds, seconds[1:], strict=False)]
-        gaps.append(60 - seconds[-1] + seconds[0])
-        return min(gaps)
+        sim = CronSim(self.expression, datetime(2000, 1, 1))
+        seconds = sorted(sim.seconds)
+        gaps = [b - a for a, b in itertools.pairwise(seconds)]
+        minutes = sim.minutes
+        if any((m + 1) % 60 in minutes for m in minutes):
+            gaps.append(60 - seconds[-1] + seconds[0])
+        gap = min(gaps, default=60)
+        return gap if gap < 60 else None
 
     # -- wall-clock expressions ------------------------------------------------------------------------------
     def _next_wall_clock(self, after: datetime) -> datetime | None:
         tz = self.tz
         local = after.astimezone(tz)
-        # Start from the wall time one second before so that a match at exactly ``local`` is found again when
-        # ``after`` is the second occurrence of an ambiguous time; results <= after are dropped below.
-        naive = local.replace(tzinfo=None) - timedelta(seconds=1)
+        # Wall times after ``local`` map to instants after ``after`` (gap times map to the transition, repeated
+        # times to their first occurrence, both monotonic), except repeated times whose first occurrence already
+        # passed: those are skipped below.
+        naive = local.replace(tzinfo=None)
         horizon = naive.year + _YEARS_AHEAD
         for wall in _naive_iter(self.expression, naive):
             if wall.year > horizon:
                 return None
-            instant = _wall_to_instant_first(wall, tz)
+            instant = _wall_to_instant_first(wall, self.timezone)
             if instant > after:
                 return instant
         return None
@@ -214,27 +245,36 @@ class CronExpression:
             if wall is None:
                 return None
             candidate = (wall - offset).replace(tzinfo=UTC)
-            transition = _next_transition(segment_start, candidate, tz, offset)
+            transition = _next_transition(segment_start, candidate, self.timezone)
             if transition is None:
                 return candidate
             segment_start = transition
             offset = _offset(transition, tz)
+            # One second back, so that a match at exactly the transition's wall time is found.
             lower_wall = (transition + offset).replace(tzinfo=None) - timedelta(seconds=1)
         return None
 
 
-def _expand_seconds(field: str) -> set[int]:
-    sim = CronSim(f"{field} * * * * *", datetime(2000, 1, 1))
-    return set(sim.seconds)
+@lru_cache(maxsize=4096)
+def _template(expression: str) -> CronSim:
+    return CronSim(expression, datetime(2000, 1, 1))
+
+
+def _sim(expression: str, after: datetime) -> CronSim:
+    """A cronsim iterator at ``after`` (naive), without parsing the expression again."""
+    sim: CronSim = CronSim.__new__(CronSim)
+    sim.__dict__.update(_template(expression).__dict__)
+    sim.dt = after.replace(microsecond=0)
+    return sim
 
 
 def _naive_iter(expression: str, after: datetime) -> Iterator[datetime]:
-    return iter(CronSim(expression, after))
+    return iter(_sim(expression, after))
 
 
 def _naive_next(expression: str, after: datetime) -> datetime | None:
     try:
-        return next(iter(CronSim(expression, after)))
+        return next(_sim(expression, after))
     except StopIteration:
         return None
 
@@ -245,29 +285,51 @@ def _offset(instant: datetime, tz: ZoneInfo) -> timedelta:
     return off
 
 
-def _next_transition(start: datetime, end: datetime, tz: ZoneInfo, offset: timedelta) -> datetime | None:
-    """The first instant in (start, end] whose UTC offset differs from ``offset``, to the second."""
-    probe = start
-    while probe < end:
-        step_end = min(probe + _PROBE_STEP, end)
-        if _offset(step_end, tz) != offset:
-            low, high = probe, step_end
-            while high - low > timedelta(seconds=1):
-                mid = low + (high - low) / 2
-                mid = mid.replace(microsecond=0) if mid.microsecond else mid
-                if mid <= low:
-                    break
-                if _offset(mid, tz) != offset:
-                    high = mid
+@lru_cache(maxsize=8192)
+def _transitions_in_year(zone: str, year: int) -> tuple[datetime, ...]:
+    """Every instant T in (Jan 1 of ``year``, Jan 1 of ``year + 1``] (UTC) where the zone's UTC offset changes.
+
+    zoneinfo does not expose its transition table, so it is probed every few hours and each change is narrowed
+    down to the second by bisection; cached per zone and year, it costs about a millisecond once.
+    """
+    if year >= _MAX_YEAR:
+        return ()
+    tz = ZoneInfo(zone)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC)
+    low = datetime(year, 1, 1, tzinfo=UTC)
+    low_offset = _offset(low, tz)
+    found: list[datetime] = []
+    while low < end:
+        high = min(low + _PROBE_STEP, end)
+        high_offset = _offset(high, tz)
+        if high_offset != low_offset:
+            left, right = low, high
+            while right - left > timedelta(seconds=1):
+                mid = left + timedelta(seconds=(right - left).total_seconds() // 2)
+                if _offset(mid, tz) == low_offset:
+                    left = mid
                 else:
-                    low = mid
-            return high
-        probe = step_end
+                    right = mid
+            found.append(right)
+        low, low_offset = high, high_offset
+    return tuple(found)
+
+
+def _next_transition(start: datetime, end: datetime, zone: str) -> datetime | None:
+    """The first instant in (start, end] where the zone's UTC offset changes, or None."""
+    if end <= start:
+        return None
+    for year in range(start.year, min(end.year, _MAX_YEAR) + 1):
+        table = _transitions_in_year(zone, year)
+        index = bisect.bisect_right(table, start)
+        if index < len(table):
+            return table[index] if table[index] <= end else None
     return None
 
 
-def _wall_to_instant_first(wall: datetime, tz: ZoneInfo) -> datetime:
+def _wall_to_instant_first(wall: datetime, zone: str) -> datetime:
     """A local wall time's instant: its first occurrence, or the end of the gap if it does not exist."""
+    tz = ZoneInfo(zone)
     instant = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
     if instant.astimezone(tz).replace(tzinfo=None) == wall:
         return instant
@@ -275,7 +337,7 @@ def _wall_to_instant_first(wall: datetime, tz: ZoneInfo) -> datetime:
     # transition, so the transition lies between them; the first valid instant after the gap is the transition.
     other = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
     low, high = min(instant, other), max(instant, other)
-    transition = _next_transition(low, high, tz, _offset(low, tz))
+    transition = _next_transition(low, high, zone)
     return transition if transition is not None else high
 
 

@@ -27,22 +27,58 @@ class TriggerKind(models.TextChoices):
     CRON = "cron", "Cron"
 
 
+# In available_timezones() but not usable for schedules: "localtime" is whatever the host is set to, "Factory"
+# is a placeholder with no real offset. The "posix/" and "right/" trees (the latter counts leap seconds, 27 s off
+# UTC) are not in available_timezones() at all.
+_EXCLUDED_ZONES = frozenset({"localtime", "Factory"})
+
+
 @lru_cache(maxsize=1)
-def _zone_names() -> tuple[str, ...]:
-    return tuple(sorted(available_timezones()))
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones() - _EXCLUDED_ZONES)
+
+
+@lru_cache(maxsize=1)
+def _zone_names_by_lower() -> dict[str, str]:
+    return {name.lower(): name for name in _zone_names()}
+
+
+@lru_cache(maxsize=1)
+def _zone_names_by_city() -> dict[str, list[str]]:
+    """Zone names by their last part, lower-cased: berlin -> [Europe/Berlin]."""
+    by_city: dict[str, list[str]] = {}
+    for name in sorted(_zone_names()):
+        if "/" in name:
+            by_city.setdefault(name.rsplit("/", 1)[1].lower(), []).append(name)
+    return by_city
 
 
 def zone_get(name: str) -> ZoneInfo:
     """The IANA zone called ``name``; an unknown name raises ValidationError suggesting the closest ones."""
-    if name:
+    if not isinstance(name, str):
+        name = ""
+    if name in _zone_names():
         try:
-            if "/" in name or name in {"UTC", "GMT"} or name in _zone_names():
-                return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             pass
-    suggestions = difflib.get_close_matches(name, _zone_names(), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else "; use an IANA name like Europe/Berlin"
-    raise ValidationError({"timezone": f"{name!r} is not a known IANA time zone{hint}"})
+    raise ValidationError({"timezone": f"{name!r} is not a known IANA time zone{_zone_hint(name)}"})
+
+
+def _zone_hint(name: str) -> str:
+    """Up to three real names close to ``name``: a case slip first, then by city, then by the whole name."""
+    cleaned = name.strip().replace(" ", "_").lower()
+    by_lower = _zone_names_by_lower()
+    by_city = _zone_names_by_city()
+    city = cleaned.rsplit("/", 1)[-1]
+    candidates = [by_lower[cleaned]] if cleaned in by_lower else []
+    for match in difflib.get_close_matches(city, sorted(by_city), n=3, cutoff=0.8):
+        candidates.extend(by_city[match])
+    candidates.extend(by_lower[m] for m in difflib.get_close_matches(cleaned, sorted(by_lower), n=3, cutoff=0.6))
+    suggestions = list(dict.fromkeys(candidates))[:3]
+    if suggestions:
+        return f"; did you mean {', '.join(suggestions)}?"
+    return "; use an IANA name like Europe/Berlin or America/New_York"
 
 
 @dataclass(frozen=True)
@@ -72,15 +108,10 @@ class Trigger:
         elif self.kind == TriggerKind.INTERVAL:
             assert self.interval_seconds is not None
             anchor = self.start_at or self.anchor or after
-            step = self.interval_seconds
-            if after < anchor:
-                slot = anchor
-            else:
-                # Slots are anchor + k·N: computed, never accumulated, so they do not drift.
-                k = int((after - anchor).total_seconds() // step) + 1
-                slot = anchor + timedelta(seconds=k * step)
-                if slot <= after:  # float rounding at microsecond boundaries
-                    slot += timedelta(seconds=step)
+            step = timedelta(seconds=self.interval_seconds)
+            # Slots are anchor + k·N, computed in exact integer arithmetic (timedelta // timedelta), never
+            # accumulated from earlier runs: no drift, however late those runs were.
+            slot = anchor if after < anchor else anchor + ((after - anchor) // step + 1) * step
         else:
             slot = self._cron().next_after(after)
         if slot is not None and self.end_at is not None and slot > self.end_at:
@@ -88,12 +119,11 @@ class Trigger:
         return slot
 
     def iter_after(self, after: datetime) -> Iterator[datetime]:
-        current: datetime | None = after
-        while True:
-            current = self.next_after(current)  # type: ignore[arg-type]
-            if current is None:
-                return
-            yield current
+        """Every slot strictly after ``after``, in order (the dispatcher's own chain of next_after calls)."""
+        slot = self.next_after(after)
+        while slot is not None:
+            yield slot
+            slot = self.next_after(slot)
 
     def preview(self, *, after: datetime, count: int) -> list[datetime]:
         out: list[datetime] = []
@@ -132,7 +162,8 @@ def jitter_offset(*, schedule_id: int, slot: datetime, jitter_seconds: int, peri
     limit = float(jitter_seconds)
     if period is not None:
         limit = min(limit, max(period.total_seconds() - 1.0, 0.0))
-    digest = hashlib.blake2b(f"{schedule_id}:{slot.isoformat()}".encode(), digest_size=8).digest()
+    # Hash the slot in UTC so the same instant gives the same delay whatever zone the caller's datetime is in.
+    digest = hashlib.blake2b(f"{schedule_id}:{slot.astimezone(UTC).isoformat()}".encode(), digest_size=8).digest()
     fraction = int.from_bytes(digest, "big") / 2**64
     return timedelta(seconds=round(fraction * limit, 3))
 

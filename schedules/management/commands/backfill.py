@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 
+from echoflow.audit.context import acting_as, command_actor
 from runs.backfill import schedule_backfill
 from schedules.management.commands.schedules import local_isoformat, schedule_from_ref
 
@@ -57,7 +58,8 @@ class Command(BaseCommand):
         end = _instant("to", options["end"])
         schedule = schedule_from_ref(options["schedule"], org_slug=options["org"], returncode=USAGE_ERROR)
         try:
-            result = schedule_backfill(schedule=schedule, start=start, end=end, dry_run=options["dry_run"])
+            with acting_as(command_actor("backfill")):
+                result = schedule_backfill(schedule=schedule, start=start, end=end, dry_run=options["dry_run"])
         except ValidationError as exc:
             message = "; ".join(f"{name}: {messages[0]}" for name, messages in exc.message_dict.items())
             raise CommandError(message, returncode=USAGE_ERROR) from None
