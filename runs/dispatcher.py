@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -158,7 +159,6 @@ def _plan_schedule(schedule: Schedule, *, now: datetime, grace: timedelta, resul
                 round_index=schedule.runs_count + len(runs) + 1,
             )
         )
-    schedule.runs_count += len(runs)
     schedule.missed_count += plan.missed
     result.missed += plan.missed
     schedule.next_run_at = plan.next_run_at
@@ -190,6 +190,10 @@ def _claim_due_schedules(now: datetime, result: TickResult, batch_size: int) -> 
                 schedule.state = ScheduleState.PAUSED
                 schedule.state_note = f"paused by the dispatcher: {exc}"[:500]
         inserted = runs_insert(new_runs)
+        # Count only runs really written: a slot refused as a duplicate must not use up a max_runs round.
+        inserted_per_schedule = Counter(r.schedule_id for r in inserted)
+        for schedule in schedules:
+            schedule.runs_count += inserted_per_schedule.get(schedule.pk, 0)
         Schedule.objects.bulk_update(
             schedules, ["next_run_at", "state", "state_note", "runs_count", "missed_count"], batch_size=1000
         )

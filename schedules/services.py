@@ -64,13 +64,18 @@ def schedule_create(
     now = now or timezone.now()
     allow_past = bool(data.get("run_now_if_past"))
     clean = schedule_clean(data, organization=organization, now=now, allow_past_once=allow_past)
-    if clean["trigger_kind"] == TriggerKind.INTERVAL and clean.get("start_at") is None:
-        # Intervals are anchored; without a start the anchor is the moment of creation.
+    anchored_at_creation = clean["trigger_kind"] == TriggerKind.INTERVAL and clean.get("start_at") is None
+    if anchored_at_creation:
+        # Intervals are anchored; without a start the anchor is the moment of creation (whole seconds), and the
+        # first run comes one interval later, whatever the sub-second of the request.
         clean["start_at"] = now.replace(microsecond=0)
     schedule = Schedule(organization=organization, **{k: clean[k] for k in FIELDS if k in clean})
     if user is not None and getattr(user, "is_authenticated", False):
         schedule.created_by_id = user.pk
-    schedule.next_run_at = first_slot(schedule.trigger, now=now, allow_past_once=allow_past)
+    if anchored_at_creation:
+        schedule.next_run_at = schedule.trigger.next_after(clean["start_at"])
+    else:
+        schedule.next_run_at = first_slot(schedule.trigger, now=now, allow_past_once=allow_past)
     if schedule.next_run_at is None:
         schedule.state = ScheduleState.COMPLETED
         schedule.state_note = "no future slot"
@@ -120,7 +125,10 @@ def schedule_update(
     if not changes:
         return locked, {}
     if TRIGGER_FIELDS & set(changes) and locked.state in {ScheduleState.ACTIVE, ScheduleState.COMPLETED}:
-        locked.next_run_at = first_slot(locked.trigger, now=now)
+        # A slot that was due but not yet dispatched is not dropped by the edit: the new trigger's slots are
+        # taken from that moment (late ones then follow the misfire policy).
+        due = locked.next_run_at if locked.next_run_at is not None and locked.next_run_at <= now else None
+        locked.next_run_at = first_slot(locked.trigger, now=min(now, due) if due else now)
         if locked.next_run_at is None:
             locked.state, locked.state_note = ScheduleState.COMPLETED, "no future slot"
         elif locked.state == ScheduleState.COMPLETED:

@@ -245,7 +245,8 @@ def schedule_clean(
 
 
 def first_slot(trigger: Trigger, *, now: datetime, allow_past_once: bool = False) -> datetime | None:
-    """The first slot of a new or re-timed schedule: the next one from now (a past once runs now if allowed)."""
+    """The first slot of a new or re-timed schedule: the next one from now. A past one-off the request asked to
+    run anyway is planned at ``now``, so the catch-up window cannot count it as missed."""
     if trigger.kind == TriggerKind.ONCE and allow_past_once and trigger.run_at and trigger.run_at <= now:
-        return trigger.run_at
+        return now
     return trigger.next_after(now - timedelta(microseconds=1))

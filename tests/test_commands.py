@@ -448,7 +448,7 @@ def test_schedules_prints_a_table_with_next_run_in_each_zone(org: Organization, 
             "2026-03-28T02:30:00+02:00",
             "-",
         ],
-        [str(ids["poll"]), "acme", "poll", "every 15 minutes", "active", "2026-03-27T12:00:00+00:00", "failed"],
+        [str(ids["poll"]), "acme", "poll", "every 15 minutes", "active", "2026-03-27T12:15:00+00:00", "failed"],
         [
             str(ids["report"]),
             "globex",

@@ -373,11 +373,6 @@ def test_edit_that_leaves_the_trigger_alone_keeps_next_run(org: Organization, di
     assert schedule.next_run_at == at(5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schedules.services.schedule_update recomputes next_run_at from now, dropping a slot that was due "
-    "but not yet dispatched; it should start from min(now, the old next_run_at) (see the report)",
-)
 def test_edit_while_a_slot_is_due_does_not_drop_it(org: Organization, dispatcher: Dispatcher) -> None:
     schedule = create(org)
     dispatcher.run_minutes(0, 4)
@@ -388,11 +383,6 @@ def test_edit_while_a_slot_is_due_does_not_drop_it(org: Organization, dispatcher
     assert at(5) in slots(schedule)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a past once with run_now_if_past keeps next_run_at = run_at, so the planner counts it as missed when "
-    "it is older than the catch-up window; validation.first_slot should plan it at now (see the report)",
-)
 def test_once_in_the_past_runs_now_when_asked_even_beyond_the_window(org: Organization, dispatcher: Dispatcher) -> None:
     now = at(0)
     schedule = create(
