@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from echoflow.events.bus import EventSpec, events_record
@@ -128,7 +129,13 @@ def _release_retries(now: datetime, result: TickResult, limit: int) -> None:
             .only("id", "status", "organization_id", "schedule_id", "attempts")[:limit]
         )
         moved = runs_transition_bulk(
-            runs=due, to=RunStatus.QUEUED, sources=[RunStatus.RETRYING], enqueued_at=None, due_at=now
+            runs=due,
+            to=RunStatus.QUEUED,
+            sources=[RunStatus.RETRYING],
+            enqueued_at=None,
+            resend_at=None,
+            sends=0,
+            due_at=now,
         )
         result.retried += len(moved)
 
@@ -213,17 +220,32 @@ def _claim_due_schedules(now: datetime, result: TickResult, batch_size: int) -> 
         return len(schedules)
 
 
-def _claim_for_sending(now: datetime, limit: int, *, resend_before: datetime | None) -> list[tuple[int, int]]:
+_MAX_RESEND_DOUBLINGS = 5
+
+
+def _claim_for_sending(now: datetime, limit: int, *, resend: bool) -> list[tuple[int, int]]:
+    """Claim queued runs to send: never sent yet (``resend=False``) or sent and evidently lost (``resend=True``).
+
+    Each send pushes ``resend_at`` out by RESEND_AFTER · 2^(sends so far), capped: a lost message is recovered
+    quickly, while a run that only waits behind a long queue gets a copy now and then, not every tick.
+    """
+    resend_after = settings.ECHOFLOW["RESEND_AFTER_SECONDS"]
     with transaction.atomic():
         query = Run.objects.select_for_update(skip_locked=True).filter(status=RunStatus.QUEUED)
-        if resend_before is None:
-            query = query.filter(enqueued_at__isnull=True, due_at__lte=now).order_by("-priority", "due_at")
+        if resend:
+            query = query.filter(resend_at__lte=now).order_by("resend_at")
         else:
-            query = query.filter(enqueued_at__lt=resend_before).order_by("enqueued_at")
-        rows = list(query.values_list("id", "priority")[:limit])
-        if rows:
-            Run.objects.filter(pk__in=[pk for pk, _ in rows]).update(enqueued_at=now)
-        return rows
+            query = query.filter(enqueued_at__isnull=True, due_at__lte=now).order_by("-priority", "due_at")
+        rows = list(query.values_list("id", "priority", "sends")[:limit])
+        by_sends: dict[int, list[int]] = {}
+        for pk, _, sends in rows:
+            by_sends.setdefault(sends, []).append(pk)
+        for sends, pks in by_sends.items():
+            wait = resend_after * 2 ** min(sends, _MAX_RESEND_DOUBLINGS)
+            Run.objects.filter(pk__in=pks).update(
+                enqueued_at=now, sends=sends + 1, resend_at=now + timedelta(seconds=wait)
+            )
+        return [(pk, priority) for pk, priority, _ in rows]
 
 
 def queue_for_priority(priority: int) -> str:
@@ -254,7 +276,9 @@ def _send(rows: list[tuple[int, int]], sender: Sender) -> int:
     except Exception:
         # The broker is down: forget the send mark so the next tick tries again (the runs stay queued).
         logger.exception("dispatch: could not send %d run(s); they stay queued", len(rows))
-        Run.objects.filter(pk__in=[pk for pk, _ in rows], status=RunStatus.QUEUED).update(enqueued_at=None)
+        Run.objects.filter(pk__in=[pk for pk, _ in rows], status=RunStatus.QUEUED).update(
+            enqueued_at=None, resend_at=None, sends=F("sends") - 1
+        )
         return 0
     return len(rows)
 
@@ -273,12 +297,11 @@ def dispatch_tick(*, now: datetime | None = None, sender: Sender | None = None, 
         if _claim_due_schedules(now, result, batch_size) < batch_size:
             break
     for _ in range(max_batches):
-        rows = _claim_for_sending(now, batch_size, resend_before=None)
+        rows = _claim_for_sending(now, batch_size, resend=False)
         result.enqueued += _send(rows, sender)
         if len(rows) < batch_size:
             break
-    resend_before = now - timedelta(seconds=conf["RESEND_AFTER_SECONDS"])
-    rows = _claim_for_sending(now, batch_size, resend_before=resend_before)
+    rows = _claim_for_sending(now, batch_size, resend=True)
     if rows:
         logger.warning("dispatch: re-sending %d queued run(s) whose message was evidently lost", len(rows))
     result.resent += _send(rows, sender)

@@ -84,6 +84,7 @@ def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int] | None:
                 to=RunStatus.WAITING,
                 sources=[RunStatus.QUEUED],
                 status_reason=admission.reason[:500],
+                waiting_for=admission.waiting_for,
                 data={"reason": admission.reason},
             )
             return None

@@ -19,12 +19,16 @@ from runs.models import Run, RunStatus
 from runs.transitions import run_transition, runs_transition_bulk
 from schedules.models import OverlapPolicy, Schedule
 
+WAIT_SCHEDULE = "schedule"
+WAIT_ORGANIZATION = "organization"
+
 
 @dataclass
 class Admission:
     decision: str  # "run", "wait" or "skip"
     reason: str = ""
     cancel: list[Run] = field(default_factory=list)
+    waiting_for: str = ""
 
 
 def _running(**filters: object) -> int:
@@ -41,10 +45,13 @@ def _waiting_ahead(run: Run, **filters: object) -> bool:
 
 
 def admission_check(*, run: Run) -> Admission:
-    """Decide whether ``run`` may start now. The caller holds a transaction; this locks schedule and org rows."""
+    """Decide whether ``run`` may start now. The caller holds a transaction; this locks schedule and org rows.
+
+    FOR NO KEY UPDATE: it serializes admissions without colliding with the key-share locks that inserting runs
+    (foreign keys to the schedule and org) takes, so the dispatcher's inserts never wait for a claim."""
     if run.schedule_id is not None:
         schedule = (
-            Schedule.objects.select_for_update()
+            Schedule.objects.select_for_update(no_key=True)
             .only("id", "max_concurrency", "overlap_policy")
             .filter(pk=run.schedule_id)
             .first()
@@ -63,9 +70,9 @@ def admission_check(*, run: Run) -> Admission:
                     others = Run.objects.filter(schedule_id=schedule.pk, status=RunStatus.WAITING).exclude(pk=run.pk)
                     if others.exists():
                         return Admission("skip", f"overlap policy buffer_one: one run already waits; {reason}")
-                    return Admission("wait", f"overlap policy buffer_one: {reason}")
+                    return Admission("wait", f"overlap policy buffer_one: {reason}", waiting_for=WAIT_SCHEDULE)
                 if policy == OverlapPolicy.BUFFER_ALL:
-                    return Admission("wait", f"overlap policy buffer_all: {reason}")
+                    return Admission("wait", f"overlap policy buffer_all: {reason}", waiting_for=WAIT_SCHEDULE)
                 if policy == OverlapPolicy.CANCEL_OTHER:
                     excess = running - schedule.max_concurrency + 1
                     oldest = list(
@@ -74,10 +81,18 @@ def admission_check(*, run: Run) -> Admission:
                         .order_by("started_at", "id")[:excess]
                     )
                     return Admission("run", f"overlap policy cancel_other: {reason}", cancel=oldest)
-    org = Organization.objects.select_for_update().only("id", "max_concurrent_runs").get(pk=run.organization_id)
+    org = (
+        Organization.objects.select_for_update(no_key=True)
+        .only("id", "max_concurrent_runs")
+        .get(pk=run.organization_id)
+    )
     running = _running(organization_id=org.pk)
-    if running >= org.max_concurrent_runs or _waiting_ahead(run, organization_id=org.pk):
-        return Admission("wait", f"organization limit: {running} of {org.max_concurrent_runs} runs running")
+    if running >= org.max_concurrent_runs or _waiting_ahead(run, organization_id=org.pk, waiting_for=WAIT_ORGANIZATION):
+        return Admission(
+            "wait",
+            f"organization limit: {running} of {org.max_concurrent_runs} runs running, or others wait ahead",
+            waiting_for=WAIT_ORGANIZATION,
+        )
     return Admission("run")
 
 
@@ -98,14 +113,17 @@ def waiting_release(*, limit: int = 500) -> int:
             return 0
         schedule_ids = {r.schedule_id for r in waiting if r.schedule_id}
         org_ids = {r.organization_id for r in waiting}
+        # Only running runs hold capacity: counting queued ones too would let a queued run whose message is
+        # still on its way (or lost) hold back the whole line. Claims re-check every limit under row locks, so
+        # releasing one too many only makes it wait again.
         running_by_schedule = dict(
-            Run.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.QUEUED], schedule_id__in=schedule_ids)
+            Run.objects.filter(status=RunStatus.RUNNING, schedule_id__in=schedule_ids)
             .values_list("schedule_id")
             .annotate(n=Count("id"))
             .values_list("schedule_id", "n")
         )
         running_by_org = dict(
-            Run.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.QUEUED], organization_id__in=org_ids)
+            Run.objects.filter(status=RunStatus.RUNNING, organization_id__in=org_ids)
             .values_list("organization_id")
             .annotate(n=Count("id"))
             .values_list("organization_id", "n")
@@ -126,7 +144,15 @@ def waiting_release(*, limit: int = 500) -> int:
                 running_by_schedule[run.schedule_id] = running_by_schedule.get(run.schedule_id, 0) + 1
             running_by_org[run.organization_id] = running_by_org.get(run.organization_id, 0) + 1
             release.append(run)
-        moved = runs_transition_bulk(runs=release, to=RunStatus.QUEUED, sources=[RunStatus.WAITING], enqueued_at=None)
+        moved = runs_transition_bulk(
+            runs=release,
+            to=RunStatus.QUEUED,
+            sources=[RunStatus.WAITING],
+            enqueued_at=None,
+            resend_at=None,
+            sends=0,
+            waiting_for="",
+        )
         return len(moved)
 
 

@@ -54,6 +54,9 @@ class Run(models.Model):
     due_at = models.DateTimeField(help_text="Slot plus jitter: when it may start.")
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     status_reason = models.CharField(max_length=500, blank=True)
+    # For a waiting run: which limit it waits for ("schedule" overlap or "organization"), so the org's line only
+    # counts runs that wait for the org.
+    waiting_for = models.CharField(max_length=16, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
     backoff_seconds = models.JSONField(default=default_backoff)
@@ -69,6 +72,10 @@ class Run(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Messages sent for the current attempt, and when a still-unstarted run counts as lost and is sent again:
+    # the wait doubles with each send, so a long queue is not flooded with copies of runs that merely wait in it.
+    sends = models.PositiveIntegerField(default=0)
+    resend_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -94,6 +101,8 @@ class Run(models.Model):
                 condition=Q(status="queued", enqueued_at__isnull=True),
                 name="run_to_enqueue_idx",
             ),
+            # Serves the dispatcher: queued runs sent long ago and never started (lost messages).
+            models.Index(fields=["resend_at"], condition=Q(status="queued"), name="run_resend_due_idx"),
             # Serves the dispatcher: retries whose backoff has elapsed.
             models.Index(fields=["next_attempt_at"], condition=Q(status="retrying"), name="run_retry_due_idx"),
             models.Index(fields=["organization", "-created_at"], name="run_org_created_idx"),

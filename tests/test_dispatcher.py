@@ -1,0 +1,63 @@
+"""The dispatcher's bookkeeping of messages: lost ones are re-sent, with growing patience."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from echoflow.accounts.models import Organization
+from runs.dispatcher import dispatch_tick
+from runs.models import Run
+from runs.services import schedule_run_now
+from schedules.services import schedule_create
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def test_a_lost_message_is_sent_again_with_doubling_patience(org: Organization, settings: Any) -> None:
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "RESEND_AFTER_SECONDS": 60}
+    schedule = schedule_create(
+        organization=org,
+        data={"name": "s", "trigger_kind": "cron", "cron": "0 0 1 1 *", "action_name": "echoflow.noop"},
+        now=T0,
+    )
+    run, _ = schedule_run_now(schedule=schedule, now=T0)
+    sent: list[int] = []
+
+    def tick(at: datetime) -> list[int]:
+        sent.clear()
+        dispatch_tick(now=at, sender=lambda rows: sent.extend(pk for pk, _ in rows))
+        return list(sent)
+
+    assert tick(T0) == [run.pk]  # first send
+    assert tick(T0 + timedelta(seconds=59)) == []  # still plausibly in flight
+    assert tick(T0 + timedelta(seconds=60)) == [run.pk]  # lost: sent again
+    assert tick(T0 + timedelta(seconds=60 + 119)) == []  # now waits twice as long
+    assert tick(T0 + timedelta(seconds=60 + 120)) == [run.pk]
+    assert tick(T0 + timedelta(seconds=180 + 239)) == []
+    run.refresh_from_db()
+    assert run.sends == 3
+
+
+def test_a_failed_send_is_retried_on_the_next_tick(org: Organization) -> None:
+    schedule = schedule_create(
+        organization=org,
+        data={"name": "s", "trigger_kind": "cron", "cron": "0 0 1 1 *", "action_name": "echoflow.noop"},
+        now=T0,
+    )
+    run, _ = schedule_run_now(schedule=schedule, now=T0)
+
+    def broker_down(rows: list[tuple[int, int]]) -> None:
+        raise ConnectionError("broker unreachable")
+
+    assert dispatch_tick(now=T0, sender=broker_down).enqueued == 0
+    run.refresh_from_db()
+    assert (run.enqueued_at, run.sends) == (None, 0)
+    sent: list[tuple[int, int]] = []
+    assert dispatch_tick(now=T0 + timedelta(seconds=1), sender=sent.extend).enqueued == 1
+    assert [pk for pk, _ in sent] == [run.pk]
+    assert Run.objects.get(pk=run.pk).sends == 1
