@@ -6,9 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0002_apitoken'),
         ('runs', '0001_initial'),
-        ('schedules', '0001_initial'),
     ]
 
     operations = [
