@@ -17,7 +17,7 @@ from echoflow.audit.services import audit_record
 from echoflow.events.bus import EventSpec, event_record
 from runs.actions import action_validate
 from runs.executor import backoff_delay, schedule_record_outcome
-from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus, RunTrigger
+from runs.models import FINAL_STATUSES, AttemptOutcome, Run, RunAttempt, RunStatus, RunTrigger
 from runs.transitions import run_transition
 from schedules.models import DEFAULT_BACKOFF, Schedule
 
@@ -231,4 +231,15 @@ def runs_reap(*, now: datetime | None = None, limit: int = 500) -> int:
                 if run.schedule_id:
                     schedule_record_outcome(schedule_id=run.schedule_id, status=RunStatus.FAILED, finished_at=now)
             reaped += 1
+        # A run cancelled while running is final at once; its executor closes the attempt at the next heartbeat.
+        # If that worker died first, nobody will: close such orphaned attempts here.
+        orphans = RunAttempt.objects.filter(
+            outcome=AttemptOutcome.RUNNING, run__status__in=FINAL_STATUSES, run__heartbeat_at__lt=stale_before
+        )
+        reaped += orphans.filter(run__status=RunStatus.CANCELLED).update(
+            outcome=AttemptOutcome.CANCELLED, finished_at=now, error="the run was cancelled; its worker stopped first"
+        )
+        reaped += orphans.update(
+            outcome=AttemptOutcome.LOST, finished_at=now, error="the worker stopped before recording this attempt's end"
+        )
     return reaped

@@ -153,3 +153,23 @@ def test_an_event_is_added_to_the_stream_once_even_if_a_relayer_died_before_mark
     assert redis_client.xlen(settings.EVENTS_STREAM) == 1
     for key in redis_client.scan_iter(f"{settings.EVENTS_STREAM}:sent:*"):
         redis_client.delete(key)
+
+
+@pytest.mark.django_db
+def test_the_reaper_closes_the_attempt_of_a_run_cancelled_while_its_worker_died(org: Organization) -> None:
+    schedule = schedule_create(
+        organization=org,
+        data={"name": "s", "trigger_kind": "cron", "cron": "0 0 1 1 *", "action_name": "echoflow.noop"},
+    )
+    run, _ = schedule_run_now(schedule=schedule)
+    now = timezone.now()
+    # The state a worker leaves behind when it is killed right after cancel_other cancelled its run.
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED, attempts=1, heartbeat_at=now, finished_at=now)
+    RunAttempt.objects.create(run=run, number=1, started_at=now, worker="gone")
+    from runs.services import runs_reap as reap
+
+    assert reap(now=now) == 0  # its heartbeat is fresh: the executor may still close it
+    later = now + timedelta(seconds=settings.ECHOFLOW["HEARTBEAT_STALE_SECONDS"] * 4 + 1)
+    assert reap(now=later) == 1
+    attempt = RunAttempt.objects.get(run=run)
+    assert attempt.outcome == AttemptOutcome.CANCELLED and attempt.finished_at == later
