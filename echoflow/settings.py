@@ -126,7 +126,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "schedules_web:login"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # --- API ---------------------------------------------------------------------------------------------------------
