@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 
 from echoflow.accounts.models import Organization
 from echoflow.audit.context import Actor, acting_as, command_actor
@@ -70,6 +71,6 @@ def test_rejected_change_writes_no_audit_entry(org: Organization) -> None:
     assert not AuditEntry.objects.exists()
 
 
-def test_request_id_is_echoed_and_recorded_for_admin_requests(admin_client, org: Organization) -> None:  # type: ignore[no-untyped-def]
+def test_request_id_is_echoed_and_recorded_for_admin_requests(admin_client: Client, org: Organization) -> None:
     response = admin_client.get("/admin/", HTTP_X_REQUEST_ID="abc-123")
     assert response["X-Request-ID"] == "abc-123"
