@@ -49,7 +49,7 @@ def backoff_delay(backoff: list[int], failed_attempt: int) -> int:
     return int(steps[min(failed_attempt - 1, len(steps) - 1)])
 
 
-def _cap_output(value: Any) -> Any:
+def cap_output(value: Any) -> Any:
     limit = settings.ECHOFLOW["OUTPUT_MAX_CHARS"]
     try:
         text = json.dumps(value)
@@ -117,7 +117,7 @@ def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
     def target() -> None:
         try:
             output = action_execute(kind=run.action_kind, name=run.action_name, ctx=ctx)
-            box["result"] = AttemptResult(AttemptOutcome.SUCCEEDED, output=_cap_output(output))
+            box["result"] = AttemptResult(AttemptOutcome.SUCCEEDED, output=cap_output(output))
         except ActionCancelled as exc:
             box["result"] = AttemptResult(AttemptOutcome.CANCELLED, error=str(exc), retryable=False)
         except RetryableError as exc:

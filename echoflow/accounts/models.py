@@ -63,3 +63,42 @@ class Membership(models.Model):
     @property
     def permissions(self) -> frozenset[str]:
         return ROLE_PERMISSIONS[self.role]
+
+
+ALL_PERMISSIONS: frozenset[str] = ROLE_PERMISSIONS[Role.ADMIN]
+
+
+class ApiToken(models.Model):
+    """A credential for programs: ``Authorization: Bearer ef_<prefix>_<secret>``.
+
+    Only a SHA-256 hash of the whole token is stored; the plaintext is shown once, when it is created. The prefix
+    is kept in clear (and indexed) so a request finds its row with one lookup and people can tell tokens apart.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=8, unique=True, help_text="The first characters of the token, in clear.")
+    secret_hash = models.CharField(max_length=64, help_text="SHA-256 of the whole token, hex.")
+    scopes = models.JSONField(
+        default=list, blank=True, help_text="Permissions this token may use; empty means all of its user's role."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["organization", "user"], name="apitoken_org_user_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def effective_permissions(self, role: str) -> frozenset[str]:
+        """What a request with this token may do: its user's role, narrowed to its scopes if it has any."""
+        granted = ROLE_PERMISSIONS.get(role, frozenset())
+        return granted & frozenset(self.scopes) if self.scopes else granted
