@@ -125,8 +125,12 @@ def action_validate(*, kind: str, name: str, config: dict[str, Any], payload: An
     errors: dict[str, str] = {}
     if kind not in ActionKind.values:
         errors["action_kind"] = f"{kind!r} is not one of {', '.join(ActionKind.values)}"
+    elif len(name) > 200:
+        errors["action_name"] = f"is {len(name)} characters long; the limit is 200"
     elif kind == ActionKind.PYTHON:
-        if name not in _REGISTRY:
+        if not name:
+            errors["action_name"] = f"is required; known actions: {', '.join(registered_actions())}"
+        elif name not in _REGISTRY:
             known = ", ".join(registered_actions())
             errors["action_name"] = f"{name!r} is not a registered action; known actions: {known}"
     elif kind == ActionKind.HTTP:

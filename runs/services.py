@@ -104,6 +104,8 @@ def run_create_adhoc(
     now: datetime | None = None,
 ) -> tuple[Run, bool]:
     """A run with no schedule: "do this once, now"."""
+    if action_config is not None and not isinstance(action_config, Mapping):
+        raise ValidationError({"action_config": "must be a JSON object"})
     config = dict(action_config or {})
     action_validate(kind=action_kind, name=action_name, config=config, payload=payload)
     errors = {}

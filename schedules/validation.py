@@ -7,7 +7,7 @@ ValidationError with one message per bad field. It never writes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -109,7 +109,14 @@ def _to_datetime(name: str, value: Any, errors: dict[str, str]) -> datetime | No
     if parsed.tzinfo is None:
         errors[name] = "needs a UTC offset or time zone (e.g. 2026-10-01T08:00:00+02:00)"
         return None
-    return parsed
+    offset = parsed.utcoffset()
+    if offset is not None and abs(offset) > timedelta(hours=14):
+        errors[name] = f"UTC offset {offset} is beyond ±14:00, which no time zone uses"
+        return None
+    if not 1970 <= parsed.year <= 9000:
+        errors[name] = f"year {parsed.year} is outside 1970-9000"
+        return None
+    return parsed.astimezone(UTC)
 
 
 def schedule_clean(
