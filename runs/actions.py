@@ -68,6 +68,14 @@ class ActionContext:
         return max(self.deadline - time.monotonic(), 0.0)
 
 
+@dataclass(frozen=True)
+class AwaitingReport:
+    """Returned by an event action with ``wait_for_report``: the attempt ends when the executor reports."""
+
+    event_id: str
+    type: str
+
+
 PythonAction = Callable[[ActionContext], Any]
 _REGISTRY: dict[str, PythonAction] = {}
 
@@ -150,6 +158,8 @@ def action_validate(*, kind: str, name: str, config: dict[str, Any], payload: An
     elif kind == ActionKind.EVENT:
         if not name and not (isinstance(config, dict) and config.get("type")):
             errors["action_name"] = "an event action needs the event type as its name"
+        elif isinstance(config, dict) and not isinstance(config.get("wait_for_report", False), bool):
+            errors["action_config"] = "wait_for_report must be true or false"
     elif kind == ActionKind.CELERY and not name:
         errors["action_name"] = "a celery action needs the task name"
     if not isinstance(config, dict):
@@ -239,7 +249,7 @@ def _http(ctx: ActionContext) -> dict[str, Any]:
     raise PermanentError(message)
 
 
-def _event(name: str, ctx: ActionContext) -> dict[str, Any]:
+def _event(name: str, ctx: ActionContext) -> dict[str, Any] | AwaitingReport:
     from echoflow.events.bus import EventSpec, event_record
 
     event_type = name or str(ctx.config.get("type"))
@@ -253,6 +263,8 @@ def _event(name: str, ctx: ActionContext) -> dict[str, Any]:
             data={"payload": ctx.payload, "trace_id": ctx.trace_id},
         )
     )
+    if ctx.config.get("wait_for_report"):
+        return AwaitingReport(event_id=str(event.event_id), type=event_type)
     return {"event_id": str(event.event_id), "type": event_type}
 
 

@@ -22,7 +22,7 @@ from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from runs.actions import ActionCancelled, ActionContext, ActionError, RetryableError, action_execute
+from runs.actions import ActionCancelled, ActionContext, ActionError, AwaitingReport, RetryableError, action_execute
 from runs.limits import admission_check, overlap_cancel
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
 from runs.transitions import run_transition
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 # How often a running attempt heartbeats and notices that its run was cancelled.
 HEARTBEAT_SECONDS = 2.0
+AWAITING_REPORT = "awaiting_report"
 
 
 @dataclass
@@ -102,7 +103,7 @@ def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int] | None:
                 "lag_ms": int(((now - (run.slot or run.due_at)).total_seconds()) * 1000),
                 "trigger": run.trigger,
             },
-            **{"attempts": number, "worker": worker, "heartbeat_at": now, "next_attempt_at": None},
+            **{"attempts": number, "worker": worker, "heartbeat_at": now, "next_attempt_at": None, "report_by": None},
             **({"started_at": now} if run.started_at is None else {}),
         )
         if not claimed:
@@ -117,7 +118,12 @@ def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
     def target() -> None:
         try:
             output = action_execute(kind=run.action_kind, name=run.action_name, ctx=ctx)
-            box["result"] = AttemptResult(AttemptOutcome.SUCCEEDED, output=cap_output(output))
+            if isinstance(output, AwaitingReport):
+                box["result"] = AttemptResult(
+                    AWAITING_REPORT, output={"event_id": output.event_id, "type": output.type}
+                )
+            else:
+                box["result"] = AttemptResult(AttemptOutcome.SUCCEEDED, output=cap_output(output))
         except ActionCancelled as exc:
             box["result"] = AttemptResult(AttemptOutcome.CANCELLED, error=str(exc), retryable=False)
         except RetryableError as exc:
@@ -155,6 +161,17 @@ def _finish(run: Run, number: int, result: AttemptResult, started: float) -> str
     now = timezone.now()
     duration_ms = int((time.monotonic() - started) * 1000)
     with transaction.atomic():
+        if result.outcome == AWAITING_REPORT:
+            # The event is out; the external executor reports the outcome. The attempt stays open until then,
+            # for at most the rest of its timeout (the reaper enforces it).
+            RunAttempt.objects.filter(run=run, number=number, outcome=AttemptOutcome.RUNNING).update(
+                output=result.output
+            )
+            elapsed = timedelta(milliseconds=duration_ms)
+            Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=number).update(
+                report_by=now + max(timedelta(seconds=run.timeout_seconds) - elapsed, timedelta(0))
+            )
+            return RunStatus.RUNNING
         RunAttempt.objects.filter(run=run, number=number, outcome=AttemptOutcome.RUNNING).update(
             finished_at=now,
             outcome=result.outcome,

@@ -79,6 +79,9 @@ class Run(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # An event run that waits for an external executor's report (POST /api/v1/runs/{id}/report) until then;
+    # the reaper times the attempt out afterwards instead of treating the silence as a dead worker.
+    report_by = models.DateTimeField(null=True, blank=True)
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True)

@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from echoflow.accounts.models import Organization
@@ -202,15 +203,21 @@ def runs_reap(*, now: datetime | None = None, limit: int = 500) -> int:
     with transaction.atomic():
         lost = list(
             Run.objects.select_for_update(skip_locked=True)
-            .filter(status=RunStatus.RUNNING, heartbeat_at__lt=stale_before)
+            .filter(status=RunStatus.RUNNING)
+            .filter(
+                Q(report_by__isnull=True, heartbeat_at__lt=stale_before) | Q(report_by__isnull=False, report_by__lt=now)
+            )
             .order_by("heartbeat_at")[:limit]
         )
         for run in lost:
-            error = (
-                f"the worker {run.worker or '?'} stopped heartbeating (last at {run.heartbeat_at:%Y-%m-%d %H:%M:%S}Z)"
-            )
+            awaited = run.report_by is not None
+            if awaited:
+                error = f"no report arrived within the timeout of {run.timeout_seconds} s"
+            else:
+                last = f"{run.heartbeat_at:%Y-%m-%d %H:%M:%S}Z" if run.heartbeat_at else "never"
+                error = f"the worker {run.worker or '?'} stopped heartbeating (last at {last})"
             RunAttempt.objects.filter(run=run, number=run.attempts, outcome=AttemptOutcome.RUNNING).update(
-                outcome=AttemptOutcome.LOST, finished_at=now, error=error
+                outcome=AttemptOutcome.TIMED_OUT if awaited else AttemptOutcome.LOST, finished_at=now, error=error
             )
             if run.attempts < run.max_attempts:
                 run_transition(
@@ -222,16 +229,17 @@ def runs_reap(*, now: datetime | None = None, limit: int = 500) -> int:
                     error=error,
                 )
             else:
+                final = RunStatus.TIMED_OUT if awaited else RunStatus.FAILED
                 run_transition(
                     run=run,
-                    to=RunStatus.FAILED,
+                    to=final,
                     sources=[RunStatus.RUNNING],
                     expected_attempts=run.attempts,
                     finished_at=now,
                     error=error,
                 )
                 if run.schedule_id:
-                    schedule_record_outcome(schedule_id=run.schedule_id, status=RunStatus.FAILED, finished_at=now)
+                    schedule_record_outcome(schedule_id=run.schedule_id, status=final, finished_at=now)
             reaped += 1
         # A run cancelled while running is final at once; its executor closes the attempt at the next heartbeat.
         # If that worker died first, nobody will: close such orphaned attempts here.
