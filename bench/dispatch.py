@@ -1,0 +1,219 @@
+"""Scenario 1 — dispatch: N schedules due in the same second, versus N django-celery-beat PeriodicTasks.
+
+EchoFlow: N cron schedules (``ss mm * * * *``, hourly at the slot's second) with ``next_run_at`` = the slot,
+two dispatcher processes (bench.dispatcher_loop) ticking every second, 0.25 s and 0.75 s after the whole second.
+Measured from the slot: when all N runs are in the database and when N messages are in the broker (LLEN of the
+private Redis); then duplicates (runs per (schedule, slot), messages beyond N).
+
+Peer: N PeriodicTasks on one CrontabSchedule (every minute), driven by DatabaseScheduler in bench.beat_peer with
+its clock at the due minute; measured from the slot until N messages are in Redis, or the time limit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import redis
+from django.conf import settings
+from django.db import connection
+
+from bench.common import PYTHON, ROOT, Children, print_table, ratio
+from bench.data import bench_org, schedules_copy, truncate
+
+POLL = 0.02
+
+
+@dataclass
+class DispatchFigures:
+    system: str
+    count: int
+    written_s: float | None
+    enqueued_s: float | None
+    messages: int
+    runs: int
+    duplicates: int
+    note: str = ""
+
+    @property
+    def done_s(self) -> float | None:
+        if self.written_s is None or self.enqueued_s is None:
+            return None
+        return max(self.written_s, self.enqueued_s)
+
+    @property
+    def slots_per_s(self) -> float:
+        done = self.done_s
+        if done is not None and done > 0:
+            return self.count / done
+        return float("nan")
+
+
+def broker_messages(client: redis.Redis) -> int:
+    """Messages waiting in every queue of the private Redis (kombu keeps each queue as a list)."""
+    total = 0
+    for key in client.scan_iter(count=1000):
+        if client.type(key) == b"list":
+            total += int(client.llen(key))
+    return total
+
+
+def _run_count() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM runs_run")
+        return int(cursor.fetchone()[0])
+
+
+def _wait(
+    *, slot: float, count: int, until: float, client: redis.Redis, count_runs: bool
+) -> tuple[float | None, float | None]:
+    written = enqueued = None
+    while time.time() < until and (written is None or enqueued is None):
+        now = time.time()
+        if count_runs and written is None and _run_count() >= count:
+            written = time.time() - slot
+        if enqueued is None and broker_messages(client) >= count:
+            enqueued = time.time() - slot
+        if now < slot:
+            time.sleep(min(POLL, slot - now))
+        else:
+            time.sleep(POLL)
+    return written, enqueued
+
+
+def echoflow_side(*, count: int, dispatchers: int, sender: str, limit: float, log: Path) -> DispatchFigures:
+    truncate(["runs_run", "schedules_schedule", "events_outboxevent"])
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    org = bench_org()
+    # Not due yet: the slot is set once the dispatchers are up (a running dispatcher is there before the slot).
+    far = datetime(2100, 1, 1, tzinfo=UTC)
+    schedules_copy(org=org, count=count, next_run_at=lambda i: far, cron=lambda i: "0 0 1 1 *")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE schedules_schedule")
+    children = Children()
+    until = time.time() + 120 + limit
+    try:
+        ready = []
+        for i in range(dispatchers):
+            phase = (i + 0.5) / dispatchers
+            ready.append(log.parent / f"dispatcher-{sender}-{i}.ready")
+            children.start(
+                ["-m", "bench.dispatcher_loop", "--until", str(until), "--phase", f"{phase:.3f}", "--sender", sender,
+                 "--ready", str(ready[-1])],
+                log=log,
+            )  # fmt: skip
+        deadline = time.time() + 120
+        while not all(path.exists() for path in ready) and time.time() < deadline:
+            time.sleep(0.1)
+        slot_ts = float(int(time.time() + 1.5) + 1)
+        slot = datetime.fromtimestamp(slot_ts, tz=UTC)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE schedules_schedule SET next_run_at = %s, cron = %s",
+                [slot, f"{slot.second} {slot.minute} * * * *"],
+            )
+        note = "" if time.time() < slot_ts else "the slot passed while it was being set"
+        written, enqueued = _wait(slot=slot_ts, count=count, until=slot_ts + limit, client=client, count_runs=True)
+        time.sleep(1.5)  # a late duplicate would show up now
+    finally:
+        children.stop_all()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*), count(DISTINCT (schedule_id, slot)) FROM runs_run")
+        runs, distinct = cursor.fetchone()
+    messages = broker_messages(client)
+    duplicates = (runs - distinct) + max(0, messages - count)
+    return DispatchFigures(
+        f"EchoFlow ({dispatchers} dispatchers, {sender} send)", count, written, enqueued, messages, runs, duplicates,
+        note,
+    )  # fmt: skip
+
+
+def beat_side(*, count: int, limit: float, log: Path) -> DispatchFigures:
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    truncate(["django_celery_beat_periodictask"])  # QuerySet.delete() would signal (one UPDATE) per row
+    crontab = CrontabSchedule.objects.create(minute="*", hour="*", day_of_week="*", day_of_month="*",
+                                             month_of_year="*", timezone="UTC")  # fmt: skip
+    due = datetime(2030, 1, 1, tzinfo=UTC)
+    last = due - timedelta(seconds=30)
+    PeriodicTask.objects.bulk_create(
+        [
+            PeriodicTask(name=f"bench-{i:07d}", task="bench.noop", crontab=crontab, queue="beatpeer", last_run_at=last)
+            for i in range(count)
+        ],
+        batch_size=5000,
+    )
+    PeriodicTasks.update_changed()
+    children = Children()
+    started = time.time()
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "bench.beat_peer", "--due", str(due.timestamp()), "--until", str(started + 600 + limit)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "ab"),  # noqa: SIM115
+        start_new_session=True,
+    )
+    children.procs.append(proc)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            return DispatchFigures("django-celery-beat DatabaseScheduler", count, None, None, 0, 0, 0, "beat failed")
+        info = json.loads(line)
+        slot_ts = float(info["slot"])
+        _, enqueued = _wait(slot=slot_ts, count=count, until=slot_ts + limit, client=client, count_runs=False)
+        if enqueued is not None:
+            time.sleep(1.5)
+    finally:
+        children.stop_all()
+    messages = broker_messages(client)
+    note = f"loading {count:,} entries took {info['load_s']:.1f} s"
+    if enqueued is None:
+        note += f"; {messages:,} of {count:,} sent after the {limit:.0f} s limit"
+    truncate(["django_celery_beat_periodictask"])
+    PeriodicTasks.update_changed()
+    return DispatchFigures(
+        "django-celery-beat DatabaseScheduler", count, enqueued, enqueued, messages, messages,
+        max(0, messages - count), note,
+    )  # fmt: skip
+
+
+def run(*, count: int, dispatchers: int, senders: list[str], limit: float, peer_limit: float, workdir: Path) -> None:
+    log = workdir / "dispatch.log"
+    results = [
+        echoflow_side(count=count, dispatchers=dispatchers, sender=sender, limit=limit, log=log) for sender in senders
+    ]
+    peer = beat_side(count=count, limit=peer_limit, log=log)
+    rows = []
+    for figures in [*results, peer]:
+        rows.append(
+            [
+                figures.system,
+                figures.count,
+                "—" if figures.written_s is None else f"{figures.written_s:.2f}",
+                "—" if figures.enqueued_s is None else f"{figures.enqueued_s:.2f}",
+                figures.slots_per_s if figures.done_s else f"< {figures.messages / peer_limit:,.0f}",
+                figures.messages,
+                figures.duplicates,
+                ratio(figures.slots_per_s, peer.slots_per_s)
+                if figures.done_s and peer.done_s
+                else (
+                    f"> {figures.slots_per_s / (peer.messages / peer_limit):.1f}x"
+                    if figures.done_s and peer.messages
+                    else "n/a"
+                ),
+                figures.note,
+            ]
+        )
+    print_table(
+        f"dispatch: {count:,} schedules due in one second",
+        ["system", "N", "written s", "enqueued s", "slots/s", "messages", "duplicates", "vs beat", "note"],
+        rows,
+    )

@@ -1,0 +1,73 @@
+"""The benchmarks' smoke mode: every scenario runs end to end at a tiny size, so the scripts cannot rot.
+
+Only completion and the shape of the printed tables are checked; benchmark times are never asserted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+@pytest.fixture(scope="module")
+def smoke_output() -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", "bench", "all", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _table(output: str, title: str) -> list[list[str]]:
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("## ") and title in line)
+    rows = []
+    for line in lines[start + 1 :]:
+        if line.startswith("## "):
+            break
+        if line.startswith("|") and not line.startswith("|-"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_dispatch_smoke_prints_echoflow_and_beat(smoke_output: str) -> None:
+    header, *rows = _table(smoke_output, "dispatch:")
+    assert header[:7] == ["system", "N", "written s", "enqueued s", "slots/s", "messages", "duplicates"]
+    assert "vs beat" in header
+    systems = [row[0] for row in rows]
+    assert any(s.startswith("EchoFlow") for s in systems)
+    assert "django-celery-beat DatabaseScheduler" in systems
+    echoflow = next(row for row in rows if row[0].startswith("EchoFlow"))
+    assert echoflow[6] == "0"  # exactly once: no duplicate run or message, whatever the speed
+
+
+def test_throughput_smoke_prints_both_pools(smoke_output: str) -> None:
+    header, *rows = _table(smoke_output, "throughput:")
+    assert header == ["pool", "N", "EchoFlow done", "EchoFlow runs/s", "Celery done", "Celery tasks/s", "ratio"]
+    assert [row[0].split()[0] for row in rows] == ["prefork", "threads"]
+
+
+def test_smoke_drops_its_database(smoke_output: str) -> None:
+    import os
+
+    import psycopg
+
+    from bench.common import server_url
+
+    line = next(line for line in smoke_output.splitlines() if line.startswith("# bench database "))
+    name = line.split()[3]
+    with psycopg.connect(server_url(os.environ.get("DATABASE_URL")), autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+    assert found is None
