@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "echoflow.accounts",
     "echoflow.events",
     "echoflow.audit",
+    "echoflow.observability",
     "schedules",
     "runs",
 ]
@@ -235,3 +236,27 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- Observability ------------------------------------------------------------------------------------------------
+# Alerts (docs/observability.md): a schedule's N failed runs in a row (N per schedule in the admin, this default),
+# and the dispatcher's heartbeat older than this many seconds.
+ALERT_CONSECUTIVE_FAILURES = env_int("ALERT_CONSECUTIVE_FAILURES", 3, minimum=1)
+ALERT_DISPATCHER_STALE_SECONDS = env_int("ALERT_DISPATCHER_STALE_SECONDS", 30, minimum=5)
+ALERT_EMAIL_TO = env_list("ALERT_EMAIL_TO", [])
+# Email goes through Django's backend; SMTP unless EMAIL_BACKEND names another.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", default=False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ConfigError("EMAIL_USE_TLS, EMAIL_USE_SSL: set at most one of them")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "echoflow@localhost")
+# Webhook deliveries: each request's timeout, and attempts before a delivery is given up.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.5)
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1, maximum=50)
+# /metrics answers only requests with "Authorization: Bearer <token>" when this is set.
+METRICS_TOKEN = env_str("METRICS_TOKEN")

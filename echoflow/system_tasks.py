@@ -31,6 +31,28 @@ SYSTEM_TASKS = (
     ),
     SystemTask("echoflow: relay events", "echoflow.system.relay_events", 2, 10, "Relays the event outbox to Redis."),
     SystemTask("echoflow: reap lost runs", "echoflow.system.reap", 15, 30, "Retries or fails runs whose worker died."),
+    SystemTask(
+        "echoflow: process events",
+        "echoflow.system.process_events",
+        2,
+        10,
+        "Reads new outbox events into metric rollups, failure alerts, webhook deliveries and alert emails, "
+        "then sends the due deliveries.",
+    ),
+    SystemTask(
+        "echoflow: check alerts",
+        "echoflow.system.check_alerts",
+        10,
+        20,
+        "Raises the dispatcher-stalled alert when the heartbeat is stale, resolves it when it is back.",
+    ),
+    SystemTask(
+        "echoflow: prune observability",
+        "echoflow.system.prune_observability",
+        3600,
+        600,
+        "Deletes old minute/hour metric rollups and finished webhook deliveries and alert emails.",
+    ),
 )
 
 
