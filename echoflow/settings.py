@@ -220,6 +220,8 @@ ECHOFLOW: dict[str, Any] = {
     "DISPATCH_BATCH_SIZE": env_int("ECHOFLOW_DISPATCH_BATCH_SIZE", 1000, minimum=1, maximum=50_000),
     "RESEND_AFTER_SECONDS": env_int("ECHOFLOW_RESEND_AFTER", 300, minimum=5),
     "HEARTBEAT_STALE_SECONDS": env_int("ECHOFLOW_HEARTBEAT_STALE", 30, minimum=2),
+    # SIGTERM to a worker: running attempts get this long to finish, then are recorded interrupted and retried.
+    "SHUTDOWN_GRACE_SECONDS": env_float("ECHOFLOW_SHUTDOWN_GRACE", 20.0, minimum=0.0),
     "DEFAULT_CATCHUP_WINDOW_SECONDS": env_int("ECHOFLOW_DEFAULT_CATCHUP_WINDOW", 3600, minimum=0),
     "MISFIRE_ALL_CAP": env_int("ECHOFLOW_MISFIRE_ALL_CAP", 100, minimum=1),
     "BACKFILL_CAP": env_int("ECHOFLOW_BACKFILL_CAP", 10_000, minimum=1),

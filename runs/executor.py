@@ -50,6 +50,15 @@ def backoff_delay(backoff: list[int], failed_attempt: int) -> int:
     return int(steps[min(failed_attempt - 1, len(steps) - 1)])
 
 
+def retry_budget_left(run: Run, number: int) -> bool:
+    """Whether attempt ``number`` failing leaves room for another. Interrupted attempts (the worker shut down,
+    not the action's fault) do not use up the budget."""
+    if number < run.max_attempts:
+        return True
+    interrupted = RunAttempt.objects.filter(run_id=run.pk, outcome=AttemptOutcome.INTERRUPTED).count()
+    return number - interrupted < run.max_attempts
+
+
 def cap_output(value: Any) -> Any:
     limit = settings.ECHOFLOW["OUTPUT_MAX_CHARS"]
     try:
@@ -154,6 +163,8 @@ def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
         if not alive:
             ctx.cancel_event.set()
             thread.join(timeout=2)
+            # Cancelled, reaped or interrupted by a shutdown: whoever moved the run closed the attempt; the
+            # conditional updates in _finish change nothing.
             return AttemptResult(AttemptOutcome.CANCELLED, error="the run was cancelled while running", retryable=False)
 
 
@@ -192,7 +203,7 @@ def _finish(run: Run, number: int, result: AttemptResult, started: float) -> str
             return RunStatus.CANCELLED
         if result.outcome == AttemptOutcome.SUCCEEDED:
             target, fields = RunStatus.SUCCEEDED, {"finished_at": now, "output": result.output, "error": ""}
-        elif result.retryable and number < run.max_attempts:
+        elif result.retryable and retry_budget_left(run, number):
             delay = backoff_delay(run.backoff_seconds, number)
             if result.retry_after is not None:
                 delay = max(delay, int(result.retry_after))

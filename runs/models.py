@@ -43,6 +43,7 @@ class AttemptOutcome(models.TextChoices):
     TIMED_OUT = "timed_out", "Timed out"
     CANCELLED = "cancelled", "Cancelled"
     LOST = "lost", "Lost (worker died)"
+    INTERRUPTED = "interrupted", "Interrupted (worker shut down)"
 
 
 class Run(models.Model):

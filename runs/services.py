@@ -17,7 +17,7 @@ from echoflow.accounts.models import Organization
 from echoflow.audit.services import audit_record
 from echoflow.events.bus import EventSpec, event_record
 from runs.actions import action_validate
-from runs.executor import backoff_delay, schedule_record_outcome
+from runs.executor import backoff_delay, retry_budget_left, schedule_record_outcome
 from runs.models import FINAL_STATUSES, AttemptOutcome, Run, RunAttempt, RunStatus, RunTrigger
 from runs.transitions import run_transition
 from schedules.models import DEFAULT_BACKOFF, Schedule
@@ -219,7 +219,7 @@ def runs_reap(*, now: datetime | None = None, limit: int = 500) -> int:
             RunAttempt.objects.filter(run=run, number=run.attempts, outcome=AttemptOutcome.RUNNING).update(
                 outcome=AttemptOutcome.TIMED_OUT if awaited else AttemptOutcome.LOST, finished_at=now, error=error
             )
-            if run.attempts < run.max_attempts:
+            if retry_budget_left(run, run.attempts):
                 run_transition(
                     run=run,
                     to=RunStatus.RETRYING,
@@ -253,3 +253,36 @@ def runs_reap(*, now: datetime | None = None, limit: int = 500) -> int:
             outcome=AttemptOutcome.LOST, finished_at=now, error="the worker stopped before recording this attempt's end"
         )
     return reaped
+
+
+def runs_interrupt(*, worker: str, reason: str, now: datetime | None = None) -> int:
+    """A worker is shutting down and its grace period is over: the attempts it is still running are
+    ``interrupted`` and their runs retried at once (no backoff, and the retry budget is not used up).
+
+    Runs waiting for an external report are not executing in the worker and are left alone. The worker's own
+    executor notices at its next heartbeat that the run moved and stops; its conditional updates change nothing.
+    """
+    now = now or timezone.now()
+    error = f"the worker {worker} shut down: {reason}"
+    interrupted = 0
+    with transaction.atomic():
+        running = list(
+            Run.objects.select_for_update(skip_locked=True).filter(
+                status=RunStatus.RUNNING, worker=worker, report_by__isnull=True
+            )
+        )
+        for run in running:
+            closed = RunAttempt.objects.filter(run=run, number=run.attempts, outcome=AttemptOutcome.RUNNING).update(
+                outcome=AttemptOutcome.INTERRUPTED, finished_at=now, error=error
+            )
+            moved = run_transition(
+                run=run,
+                to=RunStatus.RETRYING,
+                sources=[RunStatus.RUNNING],
+                expected_attempts=run.attempts,
+                next_attempt_at=now,
+                error=error,
+                data={"reason": "interrupted", "error": error[:500]},
+            )
+            interrupted += int(bool(closed and moved))
+    return interrupted

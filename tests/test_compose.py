@@ -172,6 +172,13 @@ def test_restart_policies(services: dict[str, dict[str, Any]]) -> None:
     assert services["migrate"]["restart"] == "no"
 
 
+def test_docker_waits_longer_than_the_workers_shutdown_grace(services: dict[str, dict[str, Any]]) -> None:
+    # Docker kills the worker after stop_grace_period; the attempts must be recorded interrupted before that.
+    grace = services["worker"]["stop_grace_period"]
+    assert grace.endswith("s")
+    assert int(grace[:-1]) >= settings.ECHOFLOW["SHUTDOWN_GRACE_SECONDS"] + 10
+
+
 def test_web_serves_gunicorn_on_8000(services: dict[str, dict[str, Any]]) -> None:
     command = command_of(services["web"])
     assert command[:2] == ["gunicorn", "echoflow.wsgi:application"]

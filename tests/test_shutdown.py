@@ -1,0 +1,181 @@
+"""Graceful shutdown: SIGTERM lets a running attempt finish within the grace period; one that does not finish is
+recorded ``interrupted`` and its run retried at once, without using up its retry budget."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from echoflow.accounts.models import Organization
+from echoflow.events.models import OutboxEvent
+from runs.dispatcher import dispatch_tick
+from runs.executor import run_execute
+from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
+from runs.services import runs_interrupt, schedule_run_now
+from schedules.models import Schedule
+from schedules.services import schedule_create
+from tests.conftest import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _sleeper(org: Organization, seconds: float, *, max_attempts: int = 1) -> Schedule:
+    return schedule_create(
+        organization=org,
+        data={
+            "name": f"sleep {seconds}",
+            "trigger_kind": "cron",
+            "cron": "0 0 1 1 *",
+            "action_name": "echoflow.sleep",
+            "payload": {"seconds": seconds},
+            "max_attempts": max_attempts,
+            "backoff_seconds": [600],
+        },
+    )
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[object]:
+    """Start a real prefork worker process with a given grace period; killed at the end whatever happens."""
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(grace: float) -> subprocess.Popen[bytes]:
+        db = connection.settings_dict
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
+            "REDIS_URL": settings.REDIS_URL,
+            "DEBUG": "1",
+            "ECHOFLOW_VAR_DIR": str(tmp_path),
+            "ECHOFLOW_SHUTDOWN_GRACE": str(grace),
+        }
+        worker = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "celery", "-A", "echoflow", "worker", "--pool", "prefork", "-c", "1"),
+                *("-n", "shutdown-test@%h", "-Q", settings.WORKER_QUEUES, "-l", "warning"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "worker.log", "ab"),  # noqa: SIM115 - closed with the process
+            start_new_session=True,
+        )
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
+
+
+def _start_and_wait_running(run: Run) -> None:
+    dispatch_tick()
+    wait_until(
+        lambda: Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).exists(), timeout=60, what="the run to start"
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_lets_the_running_attempt_finish_within_the_grace_period(org: Organization, start_worker) -> None:
+    run, _ = schedule_run_now(schedule=_sleeper(org, 3))
+    worker = start_worker(grace=60)
+    _start_and_wait_running(run)
+
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(45) == 0  # it waited for the attempt, then exited cleanly
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert [a.outcome for a in RunAttempt.objects.filter(run=run)] == [AttemptOutcome.SUCCEEDED]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_records_an_unfinished_attempt_interrupted_and_the_run_is_retried_elsewhere(
+    org: Organization, start_worker
+) -> None:
+    # max_attempts=1: a failure would be final, but an interruption is not the action's fault.
+    run, _ = schedule_run_now(schedule=_sleeper(org, 120, max_attempts=1))
+    worker = start_worker(grace=1)
+    _start_and_wait_running(run)
+    hostname = Run.objects.get(pk=run.pk).worker
+    assert hostname.startswith("shutdown-test@")
+
+    signalled = timezone.now()
+    worker.send_signal(signal.SIGTERM)
+    # Well before the 120 s action could end: the grace period is 1 s and the executor heartbeats every 2 s.
+    assert worker.wait(30) == 0
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.RETRYING
+    assert run.next_attempt_at is not None and signalled <= run.next_attempt_at <= timezone.now()  # no backoff
+    attempt = RunAttempt.objects.get(run=run, number=1)
+    assert attempt.outcome == AttemptOutcome.INTERRUPTED
+    assert "1 s grace period" in attempt.error and hostname in attempt.error
+    assert attempt.finished_at is not None
+    types = list(OutboxEvent.objects.filter(run_id=run.pk).order_by("id").values_list("type", flat=True))
+    assert types[-1] == "run.retrying"
+
+    # Another worker takes it at the next tick and it runs to the end: the retry budget was not used up.
+    assert run.schedule_id is not None
+    Schedule.objects.filter(pk=run.schedule_id).update(payload={"seconds": 0})
+    Run.objects.filter(pk=run.pk).update(payload={"seconds": 0})
+    tick = dispatch_tick(sender=lambda rows: None)
+    assert tick.retried == 1
+    assert run_execute(run_id=run.pk, worker="other@host") == RunStatus.SUCCEEDED
+    outcomes = list(RunAttempt.objects.filter(run=run).order_by("number").values_list("outcome", flat=True))
+    assert outcomes == [AttemptOutcome.INTERRUPTED, AttemptOutcome.SUCCEEDED]
+
+
+@pytest.mark.django_db
+def test_interrupt_touches_only_that_workers_executing_runs(org: Organization) -> None:
+    schedule = _sleeper(org, 0, max_attempts=3)
+    now = timezone.now()
+    mine, _ = schedule_run_now(schedule=schedule)
+    theirs, _ = schedule_run_now(schedule=schedule, idempotency_key="theirs")
+    awaiting, _ = schedule_run_now(schedule=schedule, idempotency_key="awaiting")
+    for run, worker, report_by in ((mine, "a@h", None), (theirs, "b@h", None), (awaiting, "a@h", now)):
+        Run.objects.filter(pk=run.pk).update(
+            status=RunStatus.RUNNING, attempts=1, worker=worker, heartbeat_at=now, report_by=report_by
+        )
+        RunAttempt.objects.create(run=run, number=1, started_at=now, worker=worker)
+
+    assert runs_interrupt(worker="a@h", reason="test") == 1
+    assert Run.objects.get(pk=mine.pk).status == RunStatus.RETRYING
+    assert Run.objects.get(pk=theirs.pk).status == RunStatus.RUNNING
+    assert Run.objects.get(pk=awaiting.pk).status == RunStatus.RUNNING  # waits for its external report
+    assert runs_interrupt(worker="a@h", reason="test") == 0  # once
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_cold_shutdown_records_the_attempt_interrupted_at_once(org: Organization, start_worker) -> None:
+    run, _ = schedule_run_now(schedule=_sleeper(org, 120, max_attempts=1))
+    worker = start_worker(grace=600)  # the grace period does not apply to a cold shutdown
+    _start_and_wait_running(run)
+
+    worker.send_signal(signal.SIGQUIT)
+    worker.wait(30)
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.RETRYING
+    attempt = RunAttempt.objects.get(run=run, number=1)
+    assert attempt.outcome == AttemptOutcome.INTERRUPTED
+    assert "cold shutdown" in attempt.error
