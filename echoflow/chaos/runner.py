@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -54,6 +55,7 @@ class ChaosConfig:
     kill_every: float = 5.0
     outage: float = 25.0
     settle: float = 120.0
+    worker_concurrency: int = 2  # pool processes of each executing worker
     seed: int = 7
     keep: bool = False
     redis_port: int = 0  # 0: a free port, so no process of an earlier run can reach this run's Redis
@@ -72,6 +74,7 @@ class Figures:
     events_duplicated: int = 0
     final_events_wrong: int = 0
     kills: int = 0
+    settled_seconds: float | None = None  # None: not quiescent within the settle time
     dispatch_lagging: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -92,7 +95,7 @@ class Figures:
 class Fleet:
     """The EchoFlow processes under test, each restartable by name."""
 
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, worker_concurrency: int = 2) -> None:
         self.env = env
         self.workdir = workdir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -116,7 +119,7 @@ class Fleet:
                 "-Q",
                 "echoflow.system",
                 "-c",
-                "2",
+                "1",
                 "-n",
                 f"dispatcher{i}-{tag}@%h",
                 "-l",
@@ -128,7 +131,7 @@ class Fleet:
                 "-Q",
                 run_queues,
                 "-c",
-                "4",
+                str(worker_concurrency),
                 "-n",
                 f"worker{i}-{tag}@%h",
                 "-l",
@@ -298,9 +301,13 @@ def run_chaos(config: ChaosConfig, log: Callable[[str], None]) -> Figures:
     env = {
         **{k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL", "EVENTS_REDIS_URL"}},
         "DATABASE_URL": f"postgres://{db['USER']}{password}@127.0.0.1:{proxy_port}/{db['NAME']}",
-        "DATABASE_CONN_MAX_AGE": "0",
+        # Persistent connections (with Django's health check before reuse): a broken one after the cut is
+        # replaced, and the proxy does not pay a PostgreSQL connection per task.
+        "DATABASE_CONN_MAX_AGE": "60",
         "REDIS_URL": private_redis.url,
-        "DEBUG": "1",
+        # As in production: DEBUG keeps every query in memory and slows every process.
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(32),
         "ECHOFLOW_VAR_DIR": str(workdir / "var"),
         "ECHOFLOW_MIN_INTERVAL_SECONDS": "1",
         "ECHOFLOW_HEARTBEAT_STALE": "3",
@@ -318,7 +325,7 @@ def run_chaos(config: ChaosConfig, log: Callable[[str], None]) -> Figures:
     settings.ECHOFLOW = original
     log(f"chaos: {config.schedules} schedules in org {org.slug}; logs in {workdir}")
 
-    fleet = Fleet(env, workdir)
+    fleet = Fleet(env, workdir, config.worker_concurrency)
     fleet.start_all()
     began = time.monotonic()
     redis_done = pg_done = False
@@ -354,7 +361,8 @@ def run_chaos(config: ChaosConfig, log: Callable[[str], None]) -> Figures:
         )
         fleet.ensure_running()
         log(f"chaos: {figures.kills} kills done; waiting up to {config.settle:.0f} s for quiescence")
-        settle_until = time.monotonic() + config.settle
+        settle_started = time.monotonic()
+        settle_until = settle_started + config.settle
         busy = [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING]
         while time.monotonic() < settle_until:
             open_runs = Run.objects.filter(organization=org, status__in=busy).count()
@@ -364,6 +372,7 @@ def run_chaos(config: ChaosConfig, log: Callable[[str], None]) -> Figures:
                 run__organization_id=org.pk, outcome=AttemptOutcome.RUNNING
             ).count()
             if open_runs == 0 and unrelayed == 0 and open_attempts == 0:
+                figures.settled_seconds = round(time.monotonic() - settle_started, 1)
                 break
             time.sleep(1)
         _verify(org.pk, start, end, figures, redis.Redis.from_url(private_redis.url))

@@ -20,6 +20,9 @@ class Command(BaseCommand):
         parser.add_argument("--kill-every", type=float, default=5.0, help="Seconds between kills.")
         parser.add_argument("--outage", type=float, default=25.0, help="Seconds each of Redis and PostgreSQL is away.")
         parser.add_argument("--settle", type=float, default=120.0, help="Seconds to wait for quiescence.")
+        parser.add_argument(
+            "--worker-concurrency", type=int, default=2, help="Pool processes of each of the 2 executing workers."
+        )
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--keep", action="store_true", help="Keep the test's organization and runs afterwards.")
         parser.add_argument(
@@ -33,6 +36,7 @@ class Command(BaseCommand):
             kill_every=options["kill_every"],
             outage=options["outage"],
             settle=options["settle"],
+            worker_concurrency=options["worker_concurrency"],
             seed=options["seed"],
             redis_port=options["redis_port"],
             keep=options["keep"],
@@ -43,6 +47,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=2) from None
         rows = [
             ("processes killed", figures.kills),
+            ("quiescent after (s)", "no" if figures.settled_seconds is None else figures.settled_seconds),
             ("slots expected", figures.slots_expected),
             ("runs", figures.runs),
             ("duplicates", figures.duplicates),
