@@ -110,6 +110,11 @@ def _sleep(ctx: ActionContext) -> dict[str, float]:
     payload = ctx.payload if isinstance(ctx.payload, dict) else {}
     seconds = float(payload.get("seconds", 1))
     end = time.monotonic() + seconds
+    if payload.get("cooperative") is False:
+        # Behaves like an action that never checks its cancellation flag (for drills and tests): only ending
+        # its process stops it.
+        time.sleep(seconds)
+        return {"slept": seconds}
     # Sleep in slices so that cancellation and timeouts stop it promptly.
     while (left := end - time.monotonic()) > 0:
         ctx.check_cancelled()

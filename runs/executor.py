@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 # How often a running attempt heartbeats and notices that its run was cancelled.
 HEARTBEAT_SECONDS = 2.0
+# How long an action gets to stop by itself after its cancellation flag is set (cancel, timeout); one that is still
+# running then is stuck, and its pool process is ended (see runs.tasks).
+STOP_GRACE_SECONDS = 5.0
 AWAITING_REPORT = "awaiting_report"
 
 
@@ -42,6 +46,7 @@ class AttemptResult:
     error: str = ""
     retryable: bool = True
     retry_after: float | None = None
+    stuck: bool = False  # the action ignored its cancellation flag and is still running
 
 
 def backoff_delay(backoff: list[int], failed_attempt: int) -> int:
@@ -153,8 +158,11 @@ def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
             return box.get("result") or AttemptResult(AttemptOutcome.FAILED, error="the action ended without a result")
         if ctx.remaining <= 0:
             ctx.cancel_event.set()
+            thread.join(timeout=STOP_GRACE_SECONDS)
             return AttemptResult(
-                AttemptOutcome.TIMED_OUT, error=f"the attempt exceeded its timeout of {run.timeout_seconds} s"
+                AttemptOutcome.TIMED_OUT,
+                error=f"the attempt exceeded its timeout of {run.timeout_seconds} s",
+                stuck=thread.is_alive(),
             )
         # Heartbeat; if the run is no longer ours (cancelled, reaped), tell the action to stop.
         alive = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=ctx.attempt).update(
@@ -162,10 +170,15 @@ def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
         )
         if not alive:
             ctx.cancel_event.set()
-            thread.join(timeout=2)
+            thread.join(timeout=STOP_GRACE_SECONDS)
             # Cancelled, reaped or interrupted by a shutdown: whoever moved the run closed the attempt; the
             # conditional updates in _finish change nothing.
-            return AttemptResult(AttemptOutcome.CANCELLED, error="the run was cancelled while running", retryable=False)
+            return AttemptResult(
+                AttemptOutcome.CANCELLED,
+                error="the run was cancelled while running",
+                retryable=False,
+                stuck=thread.is_alive(),
+            )
 
 
 def _finish(run: Run, number: int, result: AttemptResult, started: float) -> str | None:
@@ -252,8 +265,11 @@ def schedule_record_outcome(*, schedule_id: int, status: str, finished_at: datet
             )
 
 
-def run_execute(*, run_id: int, worker: str) -> str | None:
-    """Execute one attempt of ``run_id``; returns the run's new status, or None if it was not ours to run."""
+def run_execute(*, run_id: int, worker: str, on_stuck: Callable[[], None] | None = None) -> str | None:
+    """Execute one attempt of ``run_id``; returns the run's new status, or None if it was not ours to run.
+
+    ``on_stuck`` is called, after the outcome is recorded, when the action ignored its cancellation flag (cancel
+    or timeout) and is still running in its thread: the Celery task ends its pool process then."""
     now = timezone.now()
     claimed = _claim(run_id, worker, now)
     if claimed is None:
@@ -284,4 +300,13 @@ def run_execute(*, run_id: int, worker: str) -> str | None:
         result.outcome,
         status,
     )
+    if result.stuck:
+        logger.warning(
+            "run=%s attempt=%s: the action ignored its cancellation flag for %g s and is still running",
+            run.pk,
+            number,
+            STOP_GRACE_SECONDS,
+        )
+        if on_stuck is not None:
+            on_stuck()
     return status

@@ -1,5 +1,8 @@
-"""Graceful shutdown: SIGTERM lets a running attempt finish within the grace period; one that does not finish is
-recorded ``interrupted`` and its run retried at once, without using up its retry budget."""
+"""Stopping attempts, with a real prefork worker.
+
+Graceful shutdown: SIGTERM lets a running attempt finish within the grace period; one that does not finish is
+recorded ``interrupted`` and its run retried at once, without using up its retry budget. An action that ignores
+its cancellation flag (cancel, timeout) is ended with its pool process once its outcome is recorded."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from echoflow.events.models import OutboxEvent
 from runs.dispatcher import dispatch_tick
 from runs.executor import run_execute
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
-from runs.services import runs_interrupt, schedule_run_now
+from runs.services import run_cancel, runs_interrupt, schedule_run_now
 from schedules.models import Schedule
 from schedules.services import schedule_create
 from tests.conftest import wait_until
@@ -179,3 +182,59 @@ def test_a_cold_shutdown_records_the_attempt_interrupted_at_once(org: Organizati
     attempt = RunAttempt.objects.get(run=run, number=1)
     assert attempt.outcome == AttemptOutcome.INTERRUPTED
     assert "cold shutdown" in attempt.error
+
+
+def _pool_children(worker: subprocess.Popen[bytes]) -> set[int]:
+    path = Path(f"/proc/{worker.pid}/task/{worker.pid}/children")
+    return {int(pid) for pid in path.read_text().split()}
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_an_action_that_ignores_cancellation_is_ended_with_its_pool_process(
+    org: Organization, start_worker, how: str
+) -> None:
+    schedule = schedule_create(
+        organization=org,
+        data={
+            "name": "stubborn",
+            "trigger_kind": "cron",
+            "cron": "0 0 1 1 *",
+            "action_name": "echoflow.sleep",
+            "payload": {"seconds": 300, "cooperative": False},
+            "max_attempts": 1,
+            "timeout_seconds": 3 if how == "timeout" else 600,
+        },
+    )
+    run, _ = schedule_run_now(schedule=schedule)
+    worker = start_worker(grace=30)
+    _start_and_wait_running(run)
+    wait_until(lambda: bool(_pool_children(worker)), what="the pool process")
+    before = _pool_children(worker)
+
+    if how == "cancel":
+        run_cancel(run=Run.objects.get(pk=run.pk), reason="stop it")
+    final = RunStatus.CANCELLED if how == "cancel" else RunStatus.TIMED_OUT
+    attempt_outcome = AttemptOutcome.CANCELLED if how == "cancel" else AttemptOutcome.TIMED_OUT
+    # The flag is noticed at the next heartbeat (2 s), the action gets 5 s to stop, then its process is ended.
+    wait_until(
+        lambda: RunAttempt.objects.filter(run=run, number=1, outcome=attempt_outcome).exists(),
+        timeout=30,
+        what="the attempt to be closed",
+    )
+    wait_until(lambda: not (before & _pool_children(worker)), timeout=30, what="the stuck pool process to end")
+    wait_until(lambda: bool(_pool_children(worker)), timeout=30, what="a fresh pool process")
+    assert worker.poll() is None  # the worker itself lives on
+    assert Run.objects.get(pk=run.pk).status == final
+
+    # The fresh pool process takes the next run.
+    Schedule.objects.filter(pk=schedule.pk).update(payload={"seconds": 0}, timeout_seconds=60)
+    quick, _ = schedule_run_now(schedule=Schedule.objects.get(pk=schedule.pk), idempotency_key="quick")
+    dispatch_tick()
+    wait_until(
+        lambda: Run.objects.filter(pk=quick.pk, status=RunStatus.SUCCEEDED).exists(),
+        timeout=60,
+        what="the next run to succeed",
+    )
