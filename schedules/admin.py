@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from echoflow.observability.admin import ScheduleAlertRuleInline, schedule_figures_html
 from runs.models import Run
 from runs.selectors import runs_of_schedule
 from runs.services import schedule_run_now
@@ -279,16 +280,17 @@ class ScheduleAdmin(admin.ModelAdmin[Schedule]):
         ]
         if editing:
             fieldsets.append(("State and counters", {"fields": COUNTERS}))
+            fieldsets.append(("Last 24 hours", {"fields": ["figures_24h"]}))
         return fieldsets
 
     def get_readonly_fields(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
         if obj is None:
             return []
         # The organization is fixed once created: schedule_update does not move schedules between tenants.
-        return ["organization", "next_fire_times", *COUNTERS]
+        return ["organization", "next_fire_times", *COUNTERS, "figures_24h"]
 
     def get_inlines(self, request: HttpRequest, obj: Schedule | None) -> list[type[InlineModelAdmin[Any, Any]]]:
-        return [RecentRunInline] if obj is not None else []
+        return [ScheduleAlertRuleInline, RecentRunInline] if obj is not None else []
 
     def get_formset_kwargs(self, request: HttpRequest, obj: Schedule, inline: Any, prefix: str) -> dict[str, Any]:
         kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
@@ -325,6 +327,10 @@ class ScheduleAdmin(admin.ModelAdmin[Schedule]):
             schedule.timezone,
             note,
         )
+
+    @admin.display(description="figures")
+    def figures_24h(self, schedule: Schedule) -> SafeString:
+        return schedule_figures_html(schedule)
 
     # --- saving through the services ----------------------------------------------------------------------
     def get_form(

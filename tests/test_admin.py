@@ -134,6 +134,17 @@ def change_form(schedule: Schedule, **overrides: Any) -> dict[str, Any]:
         loaded_version=schedule.version,
         # The read-only inline of recent runs still posts its management form.
         **{"runs-TOTAL_FORMS": "0", "runs-INITIAL_FORMS": "0", "runs-MIN_NUM_FORMS": "0", "runs-MAX_NUM_FORMS": "0"},
+        # The alert rule inline, untouched: its empty form with the default threshold.
+        **{
+            "alert_rule-TOTAL_FORMS": "1",
+            "alert_rule-INITIAL_FORMS": "0",
+            "alert_rule-MIN_NUM_FORMS": "0",
+            "alert_rule-MAX_NUM_FORMS": "1",
+            "alert_rule-0-consecutive_failures": "3",
+            "alert_rule-0-enabled": "on",
+            "alert_rule-0-id": "",
+            "alert_rule-0-schedule": str(schedule.pk),
+        },
     )
     del data["organization"]  # read-only once created
     data.update(overrides)

@@ -15,7 +15,7 @@ from echoflow.events.models import OutboxEvent
 from echoflow.observability.delivery import alert_emails_send_due
 from echoflow.observability.models import Alert, AlertEmail, AlertRule, DeliveryStatus, FailureStreak
 from echoflow.observability.processor import events_process
-from echoflow.observability.selectors import alert_get, alerts_list
+from echoflow.observability.selectors import AlertCounts, alert_counts, alert_get, alerts_list
 from echoflow.observability.services import (
     AlertStateError,
     alert_acknowledge,
@@ -202,6 +202,8 @@ def test_acknowledging_keeps_the_alert_open_until_resolved(org: Organization, ot
     assert list(alerts_list(organization=org, status="open")) == [system]
     assert list(alerts_list(organization=org, status="acknowledged")) == [acked]
     assert set(alerts_list(organization=org, status="active")) == {acked, system}
+    assert alert_counts(organization=org) == AlertCounts(open=1, acknowledged=1)
+    assert alert_counts(organization=other_org) == AlertCounts(open=1, acknowledged=0)  # the system-wide one
 
     # Another organization sees only the system-wide alert; acknowledging goes through alert_get(include_system=False).
     assert list(alerts_list(organization=other_org)) == [system]
@@ -213,6 +215,7 @@ def test_acknowledging_keeps_the_alert_open_until_resolved(org: Organization, ot
     _run(schedule, succeed=True)
     events_process()
     assert list(alerts_list(organization=org, status="resolved")) == [alert]
+    assert alert_counts(organization=org) == AlertCounts(open=1, acknowledged=0)
     with pytest.raises(AlertStateError, match="already resolved"):
         alert_acknowledge(alert=alert, user=user)
 

@@ -30,6 +30,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from echoflow.accounts.models import Organization
+from echoflow.observability.models import AlertRule
+from echoflow.observability.services import alert_raise, schedule_alert_key
 from tests.test_api_helpers import (
     _fresh_rate_limits,  # noqa: F401
     make_schedule,
@@ -87,7 +89,15 @@ def admin_token(db: None) -> str:
     """An admin of an organization holding a few objects, so that generated ids sometimes hit something."""
     org = Organization.objects.create(name="Fuzz", slug="fuzz")
     for index in range(3):
-        queued_run(org, make_schedule(org, f"fuzz-{index}"))
+        schedule = make_schedule(org, f"fuzz-{index}")
+        queued_run(org, schedule)
+        alert_raise(
+            rule=AlertRule.CONSECUTIVE_FAILURES,
+            key=schedule_alert_key(schedule.pk),
+            title=f"Schedule '{schedule.name}' failed 3 times in a row",
+            organization_id=org.pk,
+            schedule_id=schedule.pk,
+        )
     return token_for(user_in(org, "admin"), org, name="fuzzer")
 
 

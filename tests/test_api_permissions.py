@@ -20,6 +20,8 @@ from rest_framework.test import APIClient
 
 from echoflow.accounts.models import ROLE_PERMISSIONS, ApiToken, Organization
 from echoflow.accounts.services import membership_set, token_create
+from echoflow.observability.models import AlertRule
+from echoflow.observability.services import alert_raise, schedule_alert_key
 from runs.models import RunStatus
 from tests.test_api_helpers import (
     API,
@@ -77,6 +79,20 @@ def _paused(org: Organization) -> int:
 
     schedule_pause(schedule=schedule, note="for the test")
     return schedule.pk
+
+
+def _alert(org: Organization) -> int:
+    """An open consecutive-failures alert about a fresh schedule of ``org``."""
+    schedule = make_schedule(org, f"alerting-{org.slug}")
+    alert = alert_raise(
+        rule=AlertRule.CONSECUTIVE_FAILURES,
+        key=schedule_alert_key(schedule.pk),
+        title=f"Schedule '{schedule.name}' failed 3 times in a row",
+        organization_id=org.pk,
+        schedule_id=schedule.pk,
+    )
+    assert alert is not None
+    return alert.pk
 
 
 ENDPOINTS = [
@@ -154,6 +170,19 @@ ENDPOINTS = [
         body=lambda: {"status": "succeeded", "output": {"rows": 3}},
     ),
     Endpoint("audit.list", "get", "/audit/", frozenset({READ}), 200),
+    Endpoint("metrics.summary", "get", "/metrics/summary/?window=24h", frozenset({READ}), 200),
+    Endpoint(
+        "metrics.summary_of_schedule",
+        "get",
+        "/metrics/summary/?window=7d&schedule={id}",
+        frozenset({READ}),
+        200,
+        _schedule,
+    ),
+    Endpoint("metrics.by_schedule", "get", "/metrics/summary/by-schedule/?window=24h", frozenset({READ}), 200),
+    Endpoint("alerts.list", "get", "/alerts/?status=open", frozenset({READ}), 200),
+    Endpoint("alerts.get", "get", "/alerts/{id}/", frozenset({READ}), 200, _alert),
+    Endpoint("alerts.acknowledge", "post", "/alerts/{id}/acknowledge/", frozenset({RUN}), 200, _alert),
     Endpoint("orgs.current", "get", "/orgs/current/", frozenset({MEMBER}), 200),
     Endpoint(
         "orgs.update", "patch", "/orgs/current/", frozenset({ADMIN}), 200, body=lambda: {"max_concurrent_runs": 7}

@@ -12,6 +12,8 @@ from django.test import Client
 from django.urls import reverse
 
 from echoflow.accounts.models import Organization
+from echoflow.observability.models import Alert, AlertRule
+from echoflow.observability.services import alert_acknowledge, alert_raise, alert_resolve, schedule_alert_key
 from runs.models import AttemptOutcome, Run, RunStatus
 from runs.services import run_create_adhoc
 from schedules.models import Schedule, ScheduleState
@@ -290,13 +292,20 @@ def test_tiles_and_success_rate_cover_the_last_24_hours(org: Organization, other
         make_run(org, flaky, status=RunStatus.QUEUED, created_at=now - timedelta(minutes=1))
         make_run(org, good, created_at=now - timedelta(hours=30))  # outside the window
         make_run(other_org, None, status=RunStatus.FAILED)  # another tenant's
-        Schedule.objects.filter(pk=flaky.pk).update(consecutive_failures=2)
+        _alert(flaky)
+        alert_acknowledge(alert=_alert(good))  # someone is on it: not open, counted in the note
+        resolved = _alert(make_schedule(org, "recovered"))
+        alert_resolve(rule=resolved.rule, key=resolved.key, note="run 3 succeeded")
+        _alert(make_schedule(other_org, "theirs"))  # another tenant's
+        alert_raise(rule=AlertRule.DISPATCHER_STALLED, key="dispatcher", title="The dispatcher has not ticked")
         html = as_user(org, "viewer").get(INDEX).content.decode()
     tiles = html[html.index('id="tiles"') : html.index("</section>", html.index('id="tiles"'))]
     values = re.findall(r'class="tile-value">([^<]+)<', tiles)
-    # 5 runs created in 24 h; 3 of 4 verdicts succeeded; p95 of 1, 2, 3, 11 s is 9.8 s; one schedule failing.
-    assert values == ["5", "75 %", "9.8 s", "1"]
-    assert "Failing schedules" in tiles
+    # 5 runs created in 24 h; 3 of 4 verdicts succeeded; p95 of 1, 2, 3, 11 s is 9.8 s; two open alerts: flaky's
+    # and the system-wide one (the dispatcher concerns every organization).
+    assert values == ["5", "75 %", "9.8 s", "2"]
+    assert "Open alerts" in tiles and "tile-alert" in tiles
+    assert "not acknowledged, not resolved; 1 more acknowledged" in tiles
     rows = {name: html.index(f">{name}<span") for name in ("good", "flaky")}
     good_row = html[rows["good"] : html.index("</tr>", rows["good"])]
     flaky_row = html[rows["flaky"] : html.index("</tr>", rows["flaky"])]
@@ -310,6 +319,19 @@ def test_tiles_partial_refreshes_alone(org: Organization) -> None:
     html = response.content.decode()
     assert html.lstrip().startswith('<section id="tiles"')
     assert "no finished runs yet" in html
+    assert "Open alerts" in html and "tile-alert" not in html  # nothing raised: the tile is calm
+
+
+def _alert(schedule: Schedule) -> Alert:
+    alert = alert_raise(
+        rule=AlertRule.CONSECUTIVE_FAILURES,
+        key=schedule_alert_key(schedule.pk),
+        title=f"Schedule '{schedule.name}' failed 3 times in a row",
+        organization_id=schedule.organization_id,
+        schedule_id=schedule.pk,
+    )
+    assert alert is not None
+    return alert
 
 
 # --- actions -----------------------------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ ERROR_DESCRIPTIONS = {
     403: "The caller lacks a permission; `detail` names it.",
     404: "No such object in the caller's organization (another organization's objects answer the same).",
     405: "This path does not take this method (an id that spells a sub-resource's name, such as 'preview').",
-    409: "A conflict: a stale version, or a run or schedule in a state that does not allow this.",
+    409: "A conflict: a stale version, or a run, schedule or alert in a state that does not allow this.",
     413: "The body is larger than the limit (64 KiB by default).",
     415: "The body is not JSON.",
     429: "Too many requests for this token; retry after the Retry-After header's seconds.",

@@ -19,6 +19,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from echoflow.observability.services import AlertStateError
 from runs.services import RunStateError
 from schedules.services import VersionConflict
 
@@ -100,7 +101,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         body = envelope(str(exc), "version_conflict", {"version": [str(exc)]})
         body["current_version"] = exc.current
         return Response(body, status=status.HTTP_409_CONFLICT)
-    if isinstance(exc, RunStateError):
+    if isinstance(exc, RunStateError | AlertStateError):
         return Response(envelope(str(exc), "invalid_state"), status=status.HTTP_409_CONFLICT)
     if isinstance(exc, DataError | OverflowError):
         # The last line of defence: a value the validation let through and the database (or the calendar) cannot

@@ -15,6 +15,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
 from echoflow.audit.models import AuditEntry
+from echoflow.observability.models import Alert, AlertRule
+from echoflow.observability.selectors import alerts_with_status
 from runs.models import Run, RunStatus, RunTrigger
 from schedules.models import Schedule, ScheduleState
 from schedules.triggers import TriggerKind
@@ -110,3 +112,30 @@ class AuditFilter(django_filters.FilterSet):
         if value.endswith("."):
             return queryset.filter(action__startswith=value)
         return queryset.filter(action=value)
+
+
+ALERT_STATUS_CHOICES = [
+    ("open", "Open: raised, not acknowledged, not resolved"),
+    ("acknowledged", "Acknowledged, not resolved"),
+    ("active", "Active: open or acknowledged (not resolved)"),
+    ("resolved", "Resolved"),
+]
+
+
+class AlertFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(
+        choices=ALERT_STATUS_CHOICES,
+        method="filter_status",
+        help_text="open (nobody acknowledged it), acknowledged, active (either: not resolved) or resolved.",
+    )
+    rule = django_filters.ChoiceFilter(choices=AlertRule.choices, help_text="The rule that raised the alert.")
+    schedule = IntegerFilter(field_name="schedule_id", help_text="Alerts about this schedule (id).")
+    raised_after = UtcDateTimeFilter(field_name="raised_at", lookup_expr="gte")
+    raised_before = UtcDateTimeFilter(field_name="raised_at", lookup_expr="lt")
+
+    class Meta:
+        model = Alert
+        fields: list[str] = []
+
+    def filter_status(self, queryset: QuerySet[Alert], name: str, value: str) -> QuerySet[Alert]:
+        return alerts_with_status(queryset, value)

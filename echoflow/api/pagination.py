@@ -18,3 +18,10 @@ class SchedulePagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+
+class AlertPagination(CursorPagination):
+    ordering = ("-raised_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500

@@ -12,6 +12,7 @@ from echoflow.api.views.accounts import (
     RoleViewSet,
     TokenViewSet,
 )
+from echoflow.api.views.observability import AlertViewSet, MetricsViewSet
 from echoflow.api.views.runs import RunViewSet
 from echoflow.api.views.schedules import ScheduleViewSet
 
@@ -21,14 +22,20 @@ router.trailing_slash = "/?"
 router.register("schedules", ScheduleViewSet, basename="schedule")
 router.register("runs", RunViewSet, basename="run")
 router.register("audit", AuditViewSet, basename="audit")
+router.register("alerts", AlertViewSet, basename="alert")
 router.register("tokens", TokenViewSet, basename="token")
 router.register("orgs/current/members", MemberViewSet, basename="member")
 router.register("orgs/current/roles", RoleViewSet, basename="role")
 
 current_org = CurrentOrganizationViewSet.as_view({"get": "retrieve", "patch": "partial_update"})
+# One object each, not a collection: routed by hand, so that neither is described as a list.
+metrics_summary = MetricsViewSet.as_view({"get": "summary"})
+metrics_by_schedule = MetricsViewSet.as_view({"get": "by_schedule"})
 
 v1: list[URLPattern | URLResolver] = [
     re_path(r"^orgs/current/?$", current_org, name="org-current"),
+    re_path(r"^metrics/summary/?$", metrics_summary, name="metrics-summary"),
+    re_path(r"^metrics/summary/by-schedule/?$", metrics_by_schedule, name="metrics-by-schedule"),
     *router.urls,
 ]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from echoflow.accounts.models import Organization
@@ -201,9 +201,20 @@ def schedule_metrics_summary(*, schedule: Schedule, window: str = DEFAULT_WINDOW
     return metrics_summary(organization=schedule.organization_id, schedule=schedule, window=window)
 
 
-def metrics_summary_by_schedule(
+@dataclass(frozen=True)
+class MetricsBreakdown:
+    """Figures per schedule over one window: the window's bounds, and one summary per schedule that had events."""
+
+    window: str
+    since: datetime
+    until: datetime
+    organization_id: int
+    schedules: list[MetricsSummary]
+
+
+def metrics_breakdown(
     *, organization: Organization | int, window: str | None = DEFAULT_WINDOW, now: datetime | None = None
-) -> list[MetricsSummary]:
+) -> MetricsBreakdown:
     """Figures per schedule of the organization that had runs in the window, most triggered first.
 
     Summed in SQL (GROUP BY schedule) from hour rows (index rollup_org_window_idx), so the window starts at the
@@ -213,6 +224,7 @@ def metrics_summary_by_schedule(
     now = now or timezone.now()
     org_id = organization if isinstance(organization, int) else organization.pk
     since = hour_of(now - span)
+    label = (window or DEFAULT_WINDOW).strip()
     per_schedule = {
         row["schedule_id"]: Counts.from_columns(row)
         for row in MetricRollup.objects.filter(
@@ -226,7 +238,7 @@ def metrics_summary_by_schedule(
     names = dict(Schedule.objects.filter(organization_id=org_id, pk__in=per_schedule).values_list("pk", "name"))
     summaries = [
         MetricsSummary(
-            window=(window or DEFAULT_WINDOW).strip(),
+            window=label,
             since=since,
             until=now,
             organization_id=org_id,
@@ -237,7 +249,14 @@ def metrics_summary_by_schedule(
         for schedule_id, counts in per_schedule.items()
     ]
     summaries.sort(key=lambda s: (-s.triggers, s.schedule_id or 0))
-    return summaries
+    return MetricsBreakdown(window=label, since=since, until=now, organization_id=org_id, schedules=summaries)
+
+
+def metrics_summary_by_schedule(
+    *, organization: Organization | int, window: str | None = DEFAULT_WINDOW, now: datetime | None = None
+) -> list[MetricsSummary]:
+    """``metrics_breakdown(...).schedules``: one summary per schedule that had runs in the window."""
+    return metrics_breakdown(organization=organization, window=window, now=now).schedules
 
 
 # --- alerts ---------------------------------------------------------------------------------------------------------
@@ -258,6 +277,11 @@ def alerts_list(
         if include_system:
             scope |= Q(organization__isnull=True)
         alerts = alerts.filter(scope)
+    return alerts_with_status(alerts, status)
+
+
+def alerts_with_status(alerts: QuerySet[Alert], status: str | None) -> QuerySet[Alert]:
+    """Narrow ``alerts`` to one status of ALERT_STATUSES (None or "" leaves them all); ValueError names others."""
     if status is None or status == "":
         return alerts
     if status not in ALERT_STATUSES:
@@ -270,6 +294,22 @@ def alerts_list(
     if status == "acknowledged":
         return alerts.filter(acknowledged_at__isnull=False)
     return alerts
+
+
+@dataclass(frozen=True)
+class AlertCounts:
+    open: int  # raised, neither acknowledged nor resolved: nobody said they are on it
+    acknowledged: int  # someone is on it; the condition has not cleared yet
+
+
+def alert_counts(*, organization: Organization) -> AlertCounts:
+    """Unresolved alerts the organization sees (its own and the system-wide ones), by whether they were
+    acknowledged. One query over the partial index of unresolved alerts."""
+    counts = alerts_list(organization=organization, status="active").aggregate(
+        open=Count("pk", filter=Q(acknowledged_at__isnull=True)),
+        acknowledged=Count("pk", filter=Q(acknowledged_at__isnull=False)),
+    )
+    return AlertCounts(open=counts["open"], acknowledged=counts["acknowledged"])
 
 
 def alert_get(*, organization: Organization | None, alert_id: int, include_system: bool = True) -> Alert:

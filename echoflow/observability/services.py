@@ -124,13 +124,21 @@ def alert_acknowledge(
     """A person says they are on it. The alert stays open until its condition clears; acknowledging twice is fine."""
     locked = Alert.objects.select_for_update().get(pk=alert.pk)
     if locked.resolved_at is not None:
-        raise AlertStateError(f"alert {locked.pk} is already resolved")
+        why = locked.resolution_note or "its condition cleared"
+        raise AlertStateError(
+            f"alert {locked.pk} is already resolved ({why}); only an unresolved alert can be acknowledged"
+        )
     if locked.acknowledged_at is None:
         locked.acknowledged_at = now or timezone.now()
         if user is not None and getattr(user, "is_authenticated", False):
             locked.acknowledged_by_id = user.pk
         locked.save(update_fields=["acknowledged_at", "acknowledged_by"])
-        audit_record(action="alert.acknowledge", target=locked, organization_id=locked.organization_id)
+        audit_record(
+            action="alert.acknowledge",
+            target=locked,
+            organization_id=locked.organization_id,
+            changes={"rule": locked.rule, "schedule": locked.schedule_id},
+        )
     return locked
 
 

@@ -28,6 +28,7 @@ from django.db.models import (
 from django.db.models.functions import Cast, Coalesce
 
 from echoflow.accounts.models import Organization
+from echoflow.observability.selectors import alert_counts
 from runs.models import FINAL_STATUSES, Run, RunAttempt, RunStatus
 from schedules.models import Schedule, ScheduleState
 
@@ -190,12 +191,13 @@ class Tiles:
     finished: int
     succeeded: int
     p95: timedelta | None
-    failing_schedules: int
+    open_alerts: int  # now, not over the window: raised, neither acknowledged nor resolved
+    acknowledged_alerts: int  # someone is on it, the condition has not cleared yet
 
 
 def page_tiles(*, organization: Organization, now: datetime) -> Tiles:
-    """The last 24 h of one organization: runs created, success rate and p95 duration of finished runs, and the
-    schedules currently failing (stand-in for open alerts until alerts exist)."""
+    """The last 24 h of one organization: runs created, success rate and p95 duration of finished runs; and its
+    alerts now (its own and the system-wide ones), by whether someone acknowledged them."""
     since = now - WINDOW
     runs = Run.objects.filter(organization=organization)
     triggers = runs.filter(created_at__gte=since).count()
@@ -210,12 +212,15 @@ def page_tiles(*, organization: Organization, now: datetime) -> Tiles:
         p95 = timed.aggregate(p95=_Percentile(F("took"), fraction=0.95))["p95"]
     else:
         p95 = _percentile_in_python(list(timed.values_list("took", flat=True)[:50_000]), 0.95)
-    failing = (
-        Schedule.objects.filter(organization=organization, consecutive_failures__gt=0)
-        .exclude(state=ScheduleState.CANCELLED)
-        .count()
+    alerts = alert_counts(organization=organization)
+    return Tiles(
+        triggers=triggers,
+        finished=finished,
+        succeeded=succeeded,
+        p95=p95,
+        open_alerts=alerts.open,
+        acknowledged_alerts=alerts.acknowledged,
     )
-    return Tiles(triggers=triggers, finished=finished, succeeded=succeeded, p95=p95, failing_schedules=failing)
 
 
 # --- run log --------------------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 One journey, in the order a person would go: sign in, create a cron schedule in the drawer (watching the live
 validation and the preview), run it now and watch it succeed in the run log; make a failing schedule, retry its
-run, disable it with a note; refresh and find the same view. Screenshots at desktop and phone widths go to
-test-artifacts/screenshots/.
+run, disable it with a note; refresh and find the same view, with its alert in the tiles. Screenshots at desktop
+and phone widths go to test-artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from echoflow.accounts.models import Organization
+from echoflow.observability.processor import events_process
+from echoflow.observability.services import schedule_alert_rule_set
 from runs.models import Run, RunStatus
 from schedules.models import Schedule, ScheduleState
 from tests.e2e.conftest import DESKTOP, PHONE, needs_browser, screenshot
@@ -167,6 +169,10 @@ def test_a_person_schedules_runs_retries_and_disables_in_the_browser(
         expect(panel).to_contain_text("warehouse migration until Friday")
         flaky.refresh_from_db()
         assert (flaky.state, flaky.state_note) == (ScheduleState.PAUSED, "warehouse migration until Friday")
+        # With a threshold of 1, its failures raise an alert once the event processor reads them (beat would run
+        # it every 2 s); the "Open alerts" tile counts it after the reload below.
+        schedule_alert_rule_set(schedule=flaky, consecutive_failures=1)
+        assert events_process().alerts_raised == 1
 
         # --- filter, refresh: the same view -------------------------------------------------------------------
         page.get_by_label("State", exact=True).select_option("paused")
@@ -183,7 +189,7 @@ def test_a_person_schedules_runs_retries_and_disables_in_the_browser(
         page.keyboard.press("Escape")
         page.get_by_label("State", exact=True).select_option("")
         expect(page.locator("#table-region .row-link")).to_have_count(3)
-        expect(page.locator("#tiles")).to_contain_text("Failing schedules")
+        expect(page.locator("#tiles")).to_contain_text("Open alerts")
         expect(page.locator("#tiles .tile-alert .tile-value")).to_have_text("1")
         screenshot(page, "schedules-table-desktop")
 

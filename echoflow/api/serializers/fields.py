@@ -39,6 +39,16 @@ class InstantField(serializers.Field):
         return value.isoformat()
 
 
+class RenderedInstantField(serializers.DateTimeField):
+    """An output instant that may arrive as an ISO-8601 string (a selector's JSON shape), rendered like every other
+    instant of the API (UTC, ``Z``)."""
+
+    def to_representation(self, value: datetime | str) -> Any:
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return super().to_representation(value)
+
+
 def documented_enum(
     choices: Sequence[tuple[str, str]], *, inline: bool = False, **kwargs: Any
 ) -> serializers.CharField:
