@@ -23,6 +23,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--worker-concurrency", type=int, default=2, help="Pool processes of each of the 2 executing workers."
         )
+        parser.add_argument(
+            "--pace",
+            type=float,
+            default=1.0,
+            help="Multiplies every schedule's interval (e.g. 4: a quarter of the runs), to fit the machine.",
+        )
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--keep", action="store_true", help="Keep the test's organization and runs afterwards.")
         parser.add_argument(
@@ -37,6 +43,7 @@ class Command(BaseCommand):
             outage=options["outage"],
             settle=options["settle"],
             worker_concurrency=options["worker_concurrency"],
+            pace=options["pace"],
             seed=options["seed"],
             redis_port=options["redis_port"],
             keep=options["keep"],
