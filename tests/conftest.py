@@ -13,6 +13,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+from rest_framework.test import APIClient
 
 from echoflow.accounts.models import Organization
 from echoflow.accounts.services import organization_get_or_create
@@ -64,6 +65,14 @@ def org(db: None) -> Organization:
 @pytest.fixture
 def other_org(db: None) -> Organization:
     return organization_get_or_create(name="Globex", slug="globex")
+
+
+@pytest.fixture
+def editor(org: Organization) -> APIClient:
+    """An API client with an editor's token in ``org``."""
+    from tests.test_api_helpers import client_for
+
+    return client_for(org, "editor")
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from rest_framework.test import APIClient
 
 from echoflow.accounts.models import Organization
 from echoflow.accounts.services import membership_set, token_create
+from echoflow.audit.models import AuditEntry
+from echoflow.events.models import OutboxEvent
 from runs.models import Run, RunAttempt, RunStatus
 from runs.services import run_create_adhoc, schedule_run_now
 from schedules.models import Schedule
@@ -57,6 +59,18 @@ def client_with(plaintext: str) -> APIClient:
 def client_for(org: Organization, role: str, *, scopes: list[str] | None = None) -> APIClient:
     user = user_in(org, role)
     return client_with(token_for(user, org, scopes=scopes, name=f"{role}-{len(scopes or [])}"))
+
+
+def row_counts() -> tuple[int, int, int, int]:
+    """Schedules, runs, audit entries and events: a rejected request must change none of them."""
+    return Schedule.objects.count(), Run.objects.count(), AuditEntry.objects.count(), OutboxEvent.objects.count()
+
+
+def error_fields(response: Any) -> dict[str, list[str]]:
+    """The ``errors`` of an error response in the API's envelope, by field."""
+    body = response.json()
+    assert set(body) >= {"detail", "code", "errors"}, body
+    return dict(body["errors"])
 
 
 def schedule_data(name: str = "nightly", **extra: Any) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from rest_framework.test import APIClient
 
 from echoflow.accounts.models import Organization
 from echoflow.audit.models import AuditEntry
-from echoflow.events.models import OutboxEvent
 from runs.models import Run, RunTrigger
 from schedules.models import Schedule, ScheduleState
 from schedules.services import schedule_cancel, schedule_pause
@@ -23,26 +22,13 @@ from tests.test_api_helpers import (
     API,
     _fresh_rate_limits,  # noqa: F401
     client_for,
+    error_fields,
     make_schedule,
+    row_counts,
     schedule_data,
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def editor(org: Organization) -> APIClient:
-    return client_for(org, "editor")
-
-
-def _counts() -> tuple[int, int, int, int]:
-    return Schedule.objects.count(), Run.objects.count(), AuditEntry.objects.count(), OutboxEvent.objects.count()
-
-
-def _errors(response: Any) -> dict[str, list[str]]:
-    body = response.json()
-    assert set(body) >= {"detail", "code", "errors"}, body
-    return dict(body["errors"])
 
 
 # --- create, read, list -----------------------------------------------------------------------------------------------
@@ -101,7 +87,7 @@ def test_list_filters_by_state_agent_label_trigger_kind_and_text(org: Organizati
 def test_list_filter_values_are_checked(editor: APIClient) -> None:
     response = editor.get(f"{API}/schedules/?state=sleeping")
     assert response.status_code == 400
-    assert "sleeping" in _errors(response)["state"][0]
+    assert "sleeping" in error_fields(response)["state"][0]
 
 
 def test_list_pages_with_a_cursor_without_repeats(org: Organization, editor: APIClient) -> None:
@@ -137,7 +123,7 @@ def test_patch_with_the_current_version_changes_and_bumps_it(org: Organization, 
 def test_patch_with_a_stale_version_is_409_and_changes_nothing(org: Organization, editor: APIClient) -> None:
     schedule = make_schedule(org)
     editor.patch(f"{API}/schedules/{schedule.pk}/", {"description": "first", "version": 1}, format="json")
-    before = _counts()
+    before = row_counts()
     response = editor.patch(f"{API}/schedules/{schedule.pk}/", {"description": "second", "version": 1}, format="json")
     assert response.status_code == 409
     body = response.json()
@@ -145,7 +131,7 @@ def test_patch_with_a_stale_version_is_409_and_changes_nothing(org: Organization
     assert "changed by someone else" in body["detail"]
     schedule.refresh_from_db()
     assert (schedule.description, schedule.version) == ("first", 2)
-    assert _counts() == before
+    assert row_counts() == before
 
 
 def test_if_match_carries_the_version(org: Organization, editor: APIClient) -> None:
@@ -172,7 +158,7 @@ def test_an_update_must_say_which_version_it_read(
     schedule = make_schedule(org)
     response = editor.patch(f"{API}/schedules/{schedule.pk}/", body, format="json", **headers)
     assert response.status_code == 400
-    assert message in _errors(response)[field][0]
+    assert message in error_fields(response)[field][0]
     assert Schedule.objects.get(pk=schedule.pk).agent == ""
 
 
@@ -224,7 +210,7 @@ def test_disable_note_is_bounded(org: Organization, editor: APIClient) -> None:
     schedule = make_schedule(org)
     response = editor.post(f"{API}/schedules/{schedule.pk}/disable/", {"note": "x" * 501}, format="json")
     assert response.status_code == 400
-    assert "500" in _errors(response)["note"][0]
+    assert "500" in error_fields(response)["note"][0]
     assert Schedule.objects.get(pk=schedule.pk).state == ScheduleState.ACTIVE
 
 
@@ -251,7 +237,7 @@ def test_run_now_refuses_an_unusable_idempotency_key(org: Organization) -> None:
     response = client_for(org, "operator").post(
         f"{API}/schedules/{schedule.pk}/run-now/", HTTP_IDEMPOTENCY_KEY="x" * 151
     )
-    assert response.status_code == 400 and "Idempotency-Key" in _errors(response)
+    assert response.status_code == 400 and "Idempotency-Key" in error_fields(response)
     assert Run.objects.count() == 0
 
 
@@ -287,11 +273,11 @@ def test_backfill_names_the_bad_end_of_the_range(
 ) -> None:
     schedule = make_schedule(org, cron="0 * * * *")
     operator = client_for(org, "operator")
-    before = _counts()
+    before = row_counts()
     response = operator.post(f"{API}/schedules/{schedule.pk}/backfill/", body, format="json")
     assert response.status_code == 400
-    assert message in _errors(response)[field][0]
-    assert _counts() == before
+    assert message in error_fields(response)[field][0]
+    assert row_counts() == before
 
 
 def test_runs_of_a_schedule_newest_first(org: Organization) -> None:
@@ -338,4 +324,4 @@ def test_preview_lists_the_same_instants_as_the_preview_command(org: Organizatio
 def test_preview_names_what_is_wrong(org: Organization, body: dict[str, Any], field: str, message: str) -> None:
     response = client_for(org, "viewer").post(f"{API}/schedules/preview/", body, format="json")
     assert response.status_code == 400
-    assert message in _errors(response)[field][0]
+    assert message in error_fields(response)[field][0]

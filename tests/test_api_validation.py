@@ -9,34 +9,17 @@ import pytest
 from rest_framework.test import APIClient
 
 from echoflow.accounts.models import Organization
-from echoflow.audit.models import AuditEntry
-from echoflow.events.models import OutboxEvent
-from runs.models import Run
 from schedules.models import Schedule
 from tests.test_api_helpers import (
     API,
     _fresh_rate_limits,  # noqa: F401
-    client_for,
+    error_fields,
     make_schedule,
+    row_counts,
     schedule_data,
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def editor(org: Organization) -> APIClient:
-    return client_for(org, "editor")
-
-
-def _counts() -> tuple[int, int, int, int]:
-    return Schedule.objects.count(), Run.objects.count(), AuditEntry.objects.count(), OutboxEvent.objects.count()
-
-
-def _errors(response: Any) -> dict[str, list[str]]:
-    body = response.json()
-    assert set(body) >= {"detail", "code", "errors"}, body
-    return dict(body["errors"])
 
 
 # --- validation: every rule of schedule_clean, action_validate and trigger_validate -----------------------------------
@@ -109,51 +92,51 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
 def test_create_rejects_with_a_message_naming_the_field_and_writes_nothing(
     org: Organization, editor: APIClient, case: str, change: dict[str, Any], field: str, message: str
 ) -> None:
-    before = _counts()
+    before = row_counts()
     response = editor.post(f"{API}/schedules/", {**schedule_data(), **change}, format="json")
     assert response.status_code == 400, response.content
-    errors = _errors(response)
+    errors = error_fields(response)
     assert message in errors[field][0], errors
     assert response.json()["code"] == "invalid" and field in response.json()["detail"]
-    assert _counts() == before
+    assert row_counts() == before
 
 
 def test_duplicate_name_is_rejected_and_nothing_written(org: Organization, editor: APIClient) -> None:
     make_schedule(org, "nightly")
-    before = _counts()
+    before = row_counts()
     response = editor.post(f"{API}/schedules/", schedule_data("nightly"), format="json")
     assert response.status_code == 400
-    assert _errors(response)["name"] == ["a schedule named 'nightly' already exists in this organization"]
-    assert _counts() == before
+    assert error_fields(response)["name"] == ["a schedule named 'nightly' already exists in this organization"]
+    assert row_counts() == before
 
 
 def test_several_bad_fields_are_all_named(editor: APIClient) -> None:
     response = editor.post(
         f"{API}/schedules/", schedule_data(priority=12, timezone="Nowhere", misfire_policy="x"), format="json"
     )
-    assert set(_errors(response)) == {"priority", "timezone", "misfire_policy"}
+    assert set(error_fields(response)) == {"priority", "timezone", "misfire_policy"}
 
 
 def test_a_rejected_update_changes_nothing(org: Organization, editor: APIClient) -> None:
     schedule = make_schedule(org)
-    before = _counts()
+    before = row_counts()
     response = editor.patch(
         f"{API}/schedules/{schedule.pk}/", {"cron": "0 2 * * *", "priority": 99, "version": 1}, format="json"
     )
-    assert response.status_code == 400 and "priority" in _errors(response)
+    assert response.status_code == 400 and "priority" in error_fields(response)
     schedule.refresh_from_db()
     assert (schedule.priority, schedule.version) == (5, 1)
-    assert _counts() == before
+    assert row_counts() == before
 
 
 # --- the body itself --------------------------------------------------------------------------------------------------
 def test_a_body_over_the_limit_is_413_and_writes_nothing(editor: APIClient) -> None:
-    before = _counts()
+    before = row_counts()
     response = editor.post(f"{API}/schedules/", schedule_data(payload={"blob": "x" * (64 * 1024)}), format="json")
     assert response.status_code == 413
     assert response.json()["code"] == "payload_too_large"
     assert "65536 bytes" in response.json()["detail"]
-    assert _counts() == before
+    assert row_counts() == before
 
 
 @pytest.mark.parametrize(
@@ -185,7 +168,7 @@ def test_bodies_that_are_not_a_storable_json_object_are_refused(
     ],
 )
 def test_instants_the_database_cannot_hold_are_a_400_not_a_500(editor: APIClient, instant: str) -> None:
-    before = _counts()
+    before = row_counts()
     response = editor.post(
         f"{API}/schedules/",
         schedule_data(trigger_kind="interval", interval_seconds=60, start_at=instant),
@@ -193,4 +176,4 @@ def test_instants_the_database_cannot_hold_are_a_400_not_a_500(editor: APIClient
     )
     assert response.status_code == 400, response.content
     assert response.json()["code"] in {"invalid", "out_of_range"}
-    assert _counts() == before
+    assert row_counts() == before
