@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.common import PYTHON, ROOT, bench_environment
 
-SCENARIOS = ("dispatch", "throughput")
+SCENARIOS = ("dispatch", "throughput", "lag", "memory")
 
 
 def _machine() -> str:
@@ -52,6 +52,13 @@ def scenario_options(name: str, options: argparse.Namespace) -> dict[str, Any]:
             "pools": options.pool or ["prefork", "threads"],
             "limit": 60.0 if smoke else 900.0,
         }
+    if name == "lag":
+        return {"count": options.count or (20 if smoke else 1000), "slots": 3, "period": 5 if smoke else 60,
+                "limit": 20.0 if smoke else 120.0}  # fmt: skip
+    if name == "memory":
+        sizes = [1000, 5000] if smoke else [1000, 100_000, 1_000_000]
+        return {"sizes": sizes, "idle": 4.0 if smoke else 15.0, "peer_max": options.peer_max or sizes[-1],
+                "peer_limit": 30.0 if smoke else 180.0}  # fmt: skip
     raise ValueError(name)
 
 
@@ -75,6 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peer-limit", type=float, default=120.0, help="dispatch: seconds beat gets to send N")
     p.add_argument("--concurrency", type=int, default=2, help="throughput: worker concurrency")
     p.add_argument("--pool", action="append", choices=["prefork", "threads"], help="throughput: pools; repeatable")
+    p.add_argument("--peer-max", type=int, default=0, help="memory: largest N given to beat (default: all sizes)")
     p.add_argument("--postgres", default=None, help="PostgreSQL server URL (default: the server of DATABASE_URL)")
 
 
