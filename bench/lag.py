@@ -4,7 +4,8 @@ EchoFlow, the real processes: ``celery beat`` (EchoFlowScheduler, the 1-second d
 ``echoflow.system`` (prefork, 1 process: the dispatcher) and one worker on the run queues (prefork, 2 processes).
 N cron schedules ``* * * * *``; once every process is up, their first slot is set to the next whole minute, and
 the runs of ``slots`` consecutive slots are measured from the database: start - slot (``started_at`` - ``slot``)
-and finish - slot, p50/p95/p99 over all runs of those slots.
+and finish - slot, p50/p95/p99 over all runs of those slots; sent - slot (``enqueued_at``) is the dispatcher's
+part of it.
 
 Peer: N django-celery-beat PeriodicTasks on one every-minute CrontabSchedule, real ``celery beat`` with
 DatabaseScheduler (bench.lag_peer: each message carries its slot) and one worker, prefork, 2 processes, running a
@@ -38,12 +39,13 @@ RUN_QUEUES = "echoflow.high,echoflow,echoflow.low"
 class LagFigures:
     system: str
     expected: int
+    sent: list[float]
     start: list[float]
     finish: list[float]
     note: str = ""
 
     def p(self, which: str, q: float) -> float:
-        return percentile(self.start if which == "start" else self.finish, q)
+        return percentile({"sent": self.sent, "start": self.start, "finish": self.finish}[which], q)
 
 
 def _wait_for_ping(app_name: str, node: str, deadline: float) -> bool:
@@ -96,10 +98,10 @@ def echoflow_side(*, count: int, slots: int, period: int, limit: float, workdir:
         deadline = started + 120
         while not DispatcherHeartbeat.objects.filter(beat_at__gte=datetime.fromtimestamp(started, tz=UTC)).exists():
             if time.time() > deadline:
-                return LagFigures("EchoFlow", count * slots, [], [], "the dispatcher never ticked")
+                return LagFigures("EchoFlow", count * slots, [], [], [], "the dispatcher never ticked")
             time.sleep(0.2)
         if not _wait_for_ping("echoflow", f"bench-runs@{_hostname()}", deadline):
-            return LagFigures("EchoFlow", count * slots, [], [], "the run worker never answered a ping")
+            return LagFigures("EchoFlow", count * slots, [], [], [], "the run worker never answered a ping")
         first = _first_slot(period)
         with connection.cursor() as cursor:
             cursor.execute("UPDATE schedules_schedule SET next_run_at = %s", [datetime.fromtimestamp(first, tz=UTC)])
@@ -114,7 +116,8 @@ def echoflow_side(*, count: int, slots: int, period: int, limit: float, workdir:
         children.stop_all()
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT extract(epoch FROM started_at - slot), extract(epoch FROM finished_at - slot) FROM runs_run "
+            "SELECT extract(epoch FROM enqueued_at - slot), extract(epoch FROM started_at - slot), "
+            "extract(epoch FROM finished_at - slot) FROM runs_run "
             "WHERE slot >= %s AND slot < %s AND finished_at IS NOT NULL",
             list(window),
         )
@@ -125,8 +128,9 @@ def echoflow_side(*, count: int, slots: int, period: int, limit: float, workdir:
     return LagFigures(
         "EchoFlow (beat + dispatcher worker, runs worker prefork c=2)",
         expected,
-        [float(a) for a, _ in rows],
-        [float(b) for _, b in rows],
+        [float(a) for a, _, _ in rows],
+        [float(b) for _, b, _ in rows],
+        [float(c) for _, _, c in rows],
         note,
     )
 
@@ -179,7 +183,7 @@ def peer_side(*, count: int, slots: int, period: int, limit: float, workdir: Pat
             log=log,
         )  # fmt: skip
         if not _wait_for_ping("peer", f"bench-lagpeer@{_hostname()}", started + 120):
-            return LagFigures("django-celery-beat", count * slots, [], [], "the worker never answered a ping")
+            return LagFigures("django-celery-beat", count * slots, [], [], [], "the worker never answered a ping")
         first = _first_slot(period, lead=max(3.0, started + 5 - time.time()))
         end = first + slots * period
         expected = count * slots
@@ -198,19 +202,20 @@ def peer_side(*, count: int, slots: int, period: int, limit: float, workdir: Pat
     return LagFigures(
         f"django-celery-beat DatabaseScheduler ({kind}), worker prefork c=2",
         expected,
-        [start - slot for slot, start, _ in rows],
-        [finish - slot for slot, _, finish in rows],
+        [sent - slot for slot, sent, _, _ in rows],
+        [start - slot for slot, _, start, _ in rows],
+        [finish - slot for slot, _, _, finish in rows],
         note,
     )
 
 
-def _peer_window(client: redis.Redis, key: str, first: float, end: float) -> list[tuple[float, float, float]]:
+def _peer_window(client: redis.Redis, key: str, first: float, end: float) -> list[tuple[float, float, float, float]]:
     rows = []
     for raw in client.lrange(key, 0, -1):
-        slot, start, finish = (float(x) for x in raw.split())
+        slot, sent, start, finish = (float(x) for x in raw.split())
         # An interval entry's slots drift with its sends: half a second of slack keeps the first one in.
         if first - 0.5 <= slot < end - 0.5:
-            rows.append((slot, start, finish))
+            rows.append((slot, sent, start, finish))
     return rows
 
 
@@ -224,6 +229,8 @@ def run(*, count: int, slots: int, period: int, limit: float, workdir: Path) -> 
                 figures.system,
                 figures.expected,
                 len(figures.start),
+                f"{figures.p('sent', 50):.2f}",
+                f"{figures.p('sent', 99):.2f}",
                 *(f"{figures.p('start', q):.2f}" for q in (50, 95, 99)),
                 *(f"{figures.p('finish', q):.2f}" for q in (50, 95, 99)),
                 ratio(figures.p("start", 99), peer.p("start", 99)),
@@ -232,7 +239,7 @@ def run(*, count: int, slots: int, period: int, limit: float, workdir: Path) -> 
         )
     print_table(
         f"lag: {count:,} schedules, {slots} slots {period} s apart, seconds after the slot",
-        ["system", "runs due", "done", "start p50", "start p95", "start p99", "finish p50", "finish p95",
-         "finish p99", "p99 start vs beat", "note"],
+        ["system", "runs due", "done", "sent p50", "sent p99", "start p50", "start p95", "start p99", "finish p50",
+         "finish p95", "finish p99", "p99 start vs beat", "note"],
         rows,
     )  # fmt: skip

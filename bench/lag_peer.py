@@ -2,8 +2,9 @@
 
 A Celery app of its own (Django set up for the scheduler's models, same broker) with a bare no-op task. The
 scheduler is DatabaseScheduler plus one thing: each message carries the slot beat sent it for (the crontab or
-interval time due after the entry's last run), so the worker measures start - slot the way EchoFlow's runs do.
-Each task appends ``slot start finish`` (epoch seconds) to a Redis list.
+interval time due after the entry's last run) and when it was sent, so the worker measures start - slot the way
+EchoFlow's runs do.
+Each task appends ``slot sent start finish`` (epoch seconds) to a Redis list.
 
     celery -A bench.lag_peer beat -S bench.lag_peer:SlotScheduler
     celery -A bench.lag_peer worker -Q bench.lagpeer -c 2
@@ -55,9 +56,9 @@ def _redis() -> redis.Redis:
 
 
 @app.task(name="bench.lagpeer.noop")
-def noop(slot: float = 0.0) -> None:
+def noop(slot: float = 0.0, sent: float = 0.0) -> None:
     started = time.time()
-    _redis().rpush(KEY, f"{slot} {started} {time.time()}")
+    _redis().rpush(KEY, f"{slot} {sent} {started} {time.time()}")
 
 
 class SlotScheduler(DatabaseScheduler):
@@ -70,5 +71,6 @@ class SlotScheduler(DatabaseScheduler):
         if last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
         remaining = entry.schedule.remaining_estimate(last)
-        entry.kwargs = {**(entry.kwargs or {}), "slot": (datetime.now(UTC) + remaining).timestamp()}
+        now = datetime.now(UTC)
+        entry.kwargs = {**(entry.kwargs or {}), "slot": (now + remaining).timestamp(), "sent": now.timestamp()}
         return super().apply_async(entry, producer=producer, advance=advance, **kwargs)

@@ -18,6 +18,7 @@ total; its peak is given too.
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -124,12 +125,9 @@ def _sample_all(parts: dict[str, TreeMemory]) -> None:
         tree.sample()
 
 
-def echoflow_side(*, count: int, idle: float, workdir: Path) -> MemoryFigures:
-    from runs.models import DispatcherHeartbeat
-
+def schedules_generate(count: int) -> float:
+    """COPY ``count`` schedules, ``DUE`` of them due every second; returns the seconds it took."""
     truncate(["runs_runattempt", "runs_run", "schedules_schedule", "events_outboxevent"])
-    DispatcherHeartbeat.objects.all().delete()
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
     now = timezone.now()
     spread = 30 * 24 * 3600 - 3600
 
@@ -143,7 +141,17 @@ def echoflow_side(*, count: int, idle: float, workdir: Path) -> MemoryFigures:
     )
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE schedules_schedule")
-    copied = time.monotonic() - started_copy
+    return time.monotonic() - started_copy
+
+
+def echoflow_side(*, count: int, pool: str, copied: float, idle: float, workdir: Path) -> MemoryFigures:
+    from runs.models import DispatcherHeartbeat
+    from schedules.models import Schedule
+
+    truncate(["runs_runattempt", "runs_run", "events_outboxevent"])
+    DispatcherHeartbeat.objects.all().delete()
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    Schedule.objects.filter(cron="* * * * * *").update(next_run_at=timezone.now())
     log = workdir / "memory-echoflow.log"
     children = Children()
     cold: float | None = None
@@ -154,15 +162,22 @@ def echoflow_side(*, count: int, idle: float, workdir: Path) -> MemoryFigures:
         log=log,
     )  # fmt: skip
     worker = children.start(
-        ["-m", "celery", "-A", "echoflow", "worker", "-P", "prefork", "-c", "1", "-Q", "echoflow.system",
-         "-n", "bench-dispatcher@%h", *WORKER_FLAGS],
+        ["-m", "celery", "-A", "echoflow", "worker", "-P", pool, "-c", "1" if pool == "prefork" else "2",
+         "-Q", "echoflow.system", "-n", "bench-dispatcher@%h", *WORKER_FLAGS],
         log=log,
     )  # fmt: skip
     parts = {"beat": TreeMemory(beat.pid), "dispatcher worker": TreeMemory(worker.pid)}
+    from echoflow.celery import app
+
+    node = f"bench-dispatcher@{socket.gethostname()}"
+    worker_up: float | None = None
     try:
         deadline = started + 120
         while time.time() < deadline and cold is None:
             _sample_all(parts)
+            # Where the cold start goes: until the worker answers a ping, then until its first tick is done.
+            if worker_up is None and app.control.ping(destination=[node], timeout=0.3):
+                worker_up = time.time() - started
             beat_at = DispatcherHeartbeat.objects.filter(name="dispatcher").values_list("beat_at", flat=True).first()
             if beat_at is not None:
                 cold = beat_at.timestamp() - started
@@ -178,8 +193,10 @@ def echoflow_side(*, count: int, idle: float, workdir: Path) -> MemoryFigures:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM runs_run")
         runs = int(cursor.fetchone()[0])
-    note = f"{count:,} rows copied in {copied:.1f} s; {runs:,} runs written while idling"
-    return MemoryFigures("EchoFlow", count, parts, cold, note)
+    up = "—" if worker_up is None else f"{worker_up:.1f} s"
+    note = f"{count:,} rows copied in {copied:.1f} s; worker answered a ping at {up}; {runs:,} runs written"
+    concurrency = "1 process" if pool == "prefork" else "2 threads"
+    return MemoryFigures(f"EchoFlow (system worker {pool}, {concurrency})", count, parts, cold, note)
 
 
 def peer_side(*, count: int, limit: float, workdir: Path) -> MemoryFigures:
@@ -234,8 +251,11 @@ def peer_side(*, count: int, limit: float, workdir: Path) -> MemoryFigures:
     return MemoryFigures("django-celery-beat", count, parts, cold, note)
 
 
-def run(*, sizes: list[int], idle: float, peer_max: int, peer_limit: float, workdir: Path) -> None:
-    ours = [echoflow_side(count=n, idle=idle, workdir=workdir) for n in sizes]
+def run(*, sizes: list[int], pools: list[str], idle: float, peer_max: int, peer_limit: float, workdir: Path) -> None:
+    ours: list[MemoryFigures] = []
+    for n in sizes:
+        copied = schedules_generate(n)
+        ours.extend(echoflow_side(count=n, pool=pool, copied=copied, idle=idle, workdir=workdir) for pool in pools)
     peers: list[MemoryFigures] = []
     for n in sizes:
         if n > peer_max:
@@ -263,11 +283,15 @@ def run(*, sizes: list[int], idle: float, peer_max: int, peer_limit: float, work
                 figures.note,
             ]
         )
-    smallest, largest = ours[0].hwm_mb, ours[-1].hwm_mb
-    growth = f"{(largest / smallest - 1) * 100:+.1f} %" if smallest else "n/a"
+    first = [f for f in ours if f.count == sizes[0]]
+    last = [f for f in ours if f.count == sizes[-1]]
+    growth = ", ".join(
+        f"{a.system.split('(')[1].split(',')[0]}: {(b.hwm_mb / a.hwm_mb - 1) * 100:+.1f} %" if a.hwm_mb else "n/a"
+        for a, b in zip(first, last, strict=True)
+    )
     print_table(
-        f"memory: peak RSS (MB) and cold start by number of schedules; EchoFlow {sizes[0]:,} → {sizes[-1]:,}: "
-        f"{growth}",
+        f"memory: peak RSS (MB) and cold start by number of schedules; EchoFlow {sizes[0]:,} → {sizes[-1]:,} "
+        f"({growth})",
         ["system", "N", "beat MB", "dispatcher worker MB", "total MB (sum of VmHWM)", "total PSS MB", "cold start s",
          "total vs beat", "note"],
         rows,
