@@ -56,7 +56,7 @@ def scenario_options(name: str, options: argparse.Namespace) -> dict[str, Any]:
     if name == "lag":
         return {
             "count": options.count or (20 if smoke else 1000),
-            "slots": 3,
+            "slots": 2 if smoke else 3,
             "period": 5 if smoke else 60,
             "limit": 20.0 if smoke else 120.0,
         }
@@ -65,7 +65,7 @@ def scenario_options(name: str, options: argparse.Namespace) -> dict[str, Any]:
         return {
             "sizes": sizes,
             "pools": options.system_pool or (["threads"] if smoke else ["prefork", "threads"]),
-            "idle": 4.0 if smoke else 15.0,
+            "idle": 3.0 if smoke else 15.0,
             "peer_max": options.peer_max or (1000 if smoke else sizes[-1]),
             "peer_limit": 30.0 if smoke else 180.0,
         }
