@@ -1,7 +1,8 @@
 """``python -m bench SCENARIO [--smoke]`` / ``manage.py bench SCENARIO``: run benchmarks, print Markdown tables.
 
 Scenarios: dispatch (N schedules due in one second vs django-celery-beat), throughput (ad-hoc runs vs bare
-Celery tasks), all. ``--smoke`` runs tiny sizes in seconds (what CI runs; its times mean nothing).
+Celery tasks), lag (every-minute cron: start/finish lag vs beat), memory (dispatcher RSS and cold start by N),
+all. ``--smoke`` runs tiny sizes in seconds (what CI runs; its times mean nothing).
 Everything happens in a database and a redis-server created for the run and removed at its end.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from bench.common import PYTHON, ROOT, bench_environment
 
-SCENARIOS = ("dispatch", "throughput")
+SCENARIOS = ("dispatch", "throughput", "lag", "memory")
 
 
 def _machine() -> str:
@@ -52,6 +53,22 @@ def scenario_options(name: str, options: argparse.Namespace) -> dict[str, Any]:
             "pools": options.pool or ["prefork", "threads"],
             "limit": 60.0 if smoke else 900.0,
         }
+    if name == "lag":
+        return {
+            "count": options.count or (20 if smoke else 1000),
+            "slots": 2 if smoke else 3,
+            "period": 5 if smoke else 60,
+            "limit": 20.0 if smoke else 120.0,
+        }
+    if name == "memory":
+        sizes = [1000, 5000] if smoke else [1000, 100_000, 1_000_000]
+        return {
+            "sizes": sizes,
+            "pools": options.system_pool or (["threads"] if smoke else ["prefork", "threads"]),
+            "idle": 3.0 if smoke else 15.0,
+            "peer_max": options.peer_max or (1000 if smoke else sizes[-1]),
+            "peer_limit": 30.0 if smoke else 180.0,
+        }
     raise ValueError(name)
 
 
@@ -75,6 +92,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peer-limit", type=float, default=120.0, help="dispatch: seconds beat gets to send N")
     p.add_argument("--concurrency", type=int, default=2, help="throughput: worker concurrency")
     p.add_argument("--pool", action="append", choices=["prefork", "threads"], help="throughput: pools; repeatable")
+    p.add_argument(
+        "--system-pool", action="append", choices=["prefork", "threads"], help="memory: system worker pools; repeatable"
+    )
+    p.add_argument("--peer-max", type=int, default=0, help="memory: largest N given to beat (default: all sizes)")
     p.add_argument("--postgres", default=None, help="PostgreSQL server URL (default: the server of DATABASE_URL)")
 
 

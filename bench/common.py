@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -168,19 +168,30 @@ class Children:
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+        self._terminate(proc)
+        self._reap(proc, timeout)
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is None:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+
+    @staticmethod
+    def _reap(proc: subprocess.Popen[bytes], timeout: float) -> None:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+            proc.wait()
 
     def stop_all(self) -> None:
+        # SIGTERM to every group first, so that their warm shutdowns overlap instead of adding up.
         for proc in self.procs:
-            self.stop(proc)
+            self._terminate(proc)
+        for proc in self.procs:
+            self._reap(proc, 15.0)
         self.procs.clear()
 
 

@@ -28,6 +28,10 @@ def main() -> None:
         from bench import throughput
 
         throughput.run(workdir=workdir, **options)
+    elif args.scenario in ("lag", "memory"):
+        import importlib
+
+        importlib.import_module(f"bench.{args.scenario}").run(workdir=workdir, **options)
     else:
         sys.exit(f"unknown scenario {args.scenario!r}")
 

@@ -181,6 +181,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TIMEZONE = "UTC"
+# Celery's Django fixup closes every database connection before and after each task unless this is set: each run
+# and each dispatch tick paid a new PostgreSQL connection (docs/benchmarks.md, scenario lag). With it, connections
+# are kept (the fixup closes them every 2 x this many tasks), and echoflow.celery closes the broken ones and those
+# older than CONN_MAX_AGE around each task, as Django does around each request.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_BEAT_SCHEDULER = "echoflow.beat:EchoFlowScheduler"
 CELERY_TASK_DEFAULT_QUEUE = "echoflow"
 # Runs go to one of three queues by priority (runs.dispatcher.queue_for_priority). Workers list the queues in

@@ -23,7 +23,7 @@ def smoke_output() -> str:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -57,6 +57,30 @@ def test_throughput_smoke_prints_both_pools(smoke_output: str) -> None:
     header, *rows = _table(smoke_output, "throughput:")
     assert header == ["pool", "N", "EchoFlow done", "EchoFlow runs/s", "Celery done", "Celery tasks/s", "ratio"]
     assert [row[0].split()[0] for row in rows] == ["prefork", "threads"]
+
+
+def test_lag_smoke_prints_echoflow_and_beat_percentiles(smoke_output: str) -> None:
+    header, *rows = _table(smoke_output, "lag:")
+    assert header[:5] == ["system", "runs due", "done", "sent p50", "sent p99"]
+    assert [h for h in header if h.startswith(("start p", "finish p"))] == [
+        "start p50", "start p95", "start p99", "finish p50", "finish p95", "finish p99",
+    ]  # fmt: skip
+    assert "p99 start vs beat" in header
+    assert [row[0].split()[0] for row in rows] == ["EchoFlow", "django-celery-beat"]
+    echoflow = rows[0]
+    assert int(echoflow[2].replace(",", "")) > 0  # runs really started and finished, whatever their lag
+
+
+def test_memory_smoke_prints_each_size_and_beat(smoke_output: str) -> None:
+    header, *rows = _table(smoke_output, "memory:")
+    assert header[:3] == ["system", "N", "beat MB"]
+    assert "cold start s" in header
+    assert "total vs beat" in header
+    ours = [row for row in rows if row[0].startswith("EchoFlow")]
+    assert [row[1] for row in ours] == ["1,000", "5,000"]
+    assert any(row[0] == "django-celery-beat" for row in rows)
+    cold = header.index("cold start s")
+    assert all(row[cold] != "—" for row in ours)  # the dispatcher ticked at every size
 
 
 def test_smoke_drops_its_database(smoke_output: str) -> None:

@@ -1,0 +1,76 @@
+"""The peer of the lag and memory scenarios: ``celery beat`` with django-celery-beat's DatabaseScheduler.
+
+A Celery app of its own (Django set up for the scheduler's models, same broker) with a bare no-op task. The
+scheduler is DatabaseScheduler plus one thing: each message carries the slot beat sent it for (the crontab or
+interval time due after the entry's last run) and when it was sent, so the worker measures start - slot the way
+EchoFlow's runs do.
+Each task appends ``slot sent start finish`` (epoch seconds) to a Redis list.
+
+    celery -A bench.lag_peer beat -S bench.lag_peer:SlotScheduler
+    celery -A bench.lag_peer worker -Q bench.lagpeer -c 2
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import django
+import redis
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "echoflow.settings")
+django.setup()
+
+from django_celery_beat.schedulers import DatabaseScheduler  # noqa: E402 (needs django.setup())
+
+BROKER = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/7"
+QUEUE = "bench.lagpeer"
+PROBE_QUEUE = "bench.probe"
+KEY = "bench:lagpeer"
+
+app = Celery("bench_lag_peer", broker=BROKER)
+app.conf.update(
+    task_default_queue=QUEUE,
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_send_sent_event=True,
+    worker_send_task_events=True,
+    timezone="UTC",
+    broker_transport_options={"visibility_timeout": 3600, "queue_order_strategy": "priority"},
+    broker_connection_retry_on_startup=True,
+)
+
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(BROKER)
+    return _client
+
+
+@app.task(name="bench.lagpeer.noop")
+def noop(slot: float = 0.0, sent: float = 0.0) -> None:
+    started = time.time()
+    _redis().rpush(KEY, f"{slot} {sent} {started} {time.time()}")
+
+
+class SlotScheduler(DatabaseScheduler):
+    """DatabaseScheduler whose messages carry their slot: ``kwargs["slot"]``, epoch seconds."""
+
+    def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
+        # tick() hands over the entry before it is advanced: last_run_at is the previous send, and the slot is
+        # the schedule's next time after it (for a crontab, the whole minute being sent).
+        last = entry.last_run_at
+        if last.tzinfo is None:
+            last = last.replace(tzinfo=UTC)
+        remaining = entry.schedule.remaining_estimate(last)
+        now = datetime.now(UTC)
+        entry.kwargs = {**(entry.kwargs or {}), "slot": (now + remaining).timestamp(), "sent": now.timestamp()}
+        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
