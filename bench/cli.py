@@ -1,7 +1,8 @@
 """``python -m bench SCENARIO [--smoke]`` / ``manage.py bench SCENARIO``: run benchmarks, print Markdown tables.
 
 Scenarios: dispatch (N schedules due in one second vs django-celery-beat), throughput (ad-hoc runs vs bare
-Celery tasks), all. ``--smoke`` runs tiny sizes in seconds (what CI runs; its times mean nothing).
+Celery tasks), api (latency of the filtered list endpoints on 100k schedules and 1M runs), all. ``--smoke`` runs
+tiny sizes in seconds (what CI runs; its times mean nothing).
 Everything happens in a database and a redis-server created for the run and removed at its end.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from bench.common import PYTHON, ROOT, bench_environment
 
-SCENARIOS = ("dispatch", "throughput")
+SCENARIOS = ("dispatch", "throughput", "api")
 
 
 def _machine() -> str:
@@ -52,6 +53,14 @@ def scenario_options(name: str, options: argparse.Namespace) -> dict[str, Any]:
             "pools": options.pool or ["prefork", "threads"],
             "limit": 60.0 if smoke else 900.0,
         }
+    if name == "api":
+        runs = options.count or (5_000 if smoke else 1_000_000)
+        return {
+            "runs": runs,
+            "schedules": max(runs // 10, 100),
+            "requests": options.requests or (5 if smoke else 200),
+            "warmup": 1 if smoke else 20,
+        }
     raise ValueError(name)
 
 
@@ -64,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", choices=[*SCENARIOS, "all"])
     p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds; for CI (times mean nothing)")
-    p.add_argument("--count", type=int, default=0, help="N (default: the scenario's size from the issue)")
+    p.add_argument("--count", type=int, default=0, help="N (default: the scenario's size from the issue); api: runs")
     p.add_argument("--dispatchers", type=int, default=2, help="dispatch: dispatcher processes")
     p.add_argument(
         "--sender",
@@ -75,6 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peer-limit", type=float, default=120.0, help="dispatch: seconds beat gets to send N")
     p.add_argument("--concurrency", type=int, default=2, help="throughput: worker concurrency")
     p.add_argument("--pool", action="append", choices=["prefork", "threads"], help="throughput: pools; repeatable")
+    p.add_argument("--requests", type=int, default=0, help="api: timed requests per case (default 200)")
     p.add_argument("--postgres", default=None, help="PostgreSQL server URL (default: the server of DATABASE_URL)")
 
 

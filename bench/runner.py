@@ -28,6 +28,10 @@ def main() -> None:
         from bench import throughput
 
         throughput.run(workdir=workdir, **options)
+    elif args.scenario == "api":
+        from bench import api
+
+        api.run(workdir=workdir, **options)
     else:
         sys.exit(f"unknown scenario {args.scenario!r}")
 
