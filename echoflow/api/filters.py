@@ -66,11 +66,18 @@ class ScheduleFilter(django_filters.FilterSet):
         return queryset.filter(Q(name__icontains=value) | Q(description__icontains=value) | Q(agent__icontains=value))
 
 
+# MultipleChoiceFilter adds DISTINCT by default (for filters across a to-many join). Status and trigger are columns
+# of the run itself, so a run matches once at most, and DISTINCT over every column of the page made PostgreSQL sort
+# all matching runs (and plan for 20 ms) before it could return the first 50.
 class RunFilter(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices, help_text="One or more statuses.")
+    status = django_filters.MultipleChoiceFilter(
+        choices=RunStatus.choices, distinct=False, help_text="One or more statuses."
+    )
     schedule = IntegerFilter(field_name="schedule_id", help_text="Runs of this schedule (id).")
     agent = django_filters.CharFilter(field_name="schedule__agent", help_text="Runs of schedules with this agent.")
-    trigger = django_filters.MultipleChoiceFilter(choices=RunTrigger.choices, help_text="What created the run.")
+    trigger = django_filters.MultipleChoiceFilter(
+        choices=RunTrigger.choices, distinct=False, help_text="What created the run."
+    )
     created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
@@ -80,7 +87,9 @@ class RunFilter(django_filters.FilterSet):
 
 
 class ScheduleRunFilter(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices, help_text="One or more statuses.")
+    status = django_filters.MultipleChoiceFilter(
+        choices=RunStatus.choices, distinct=False, help_text="One or more statuses."
+    )
 
     class Meta:
         model = Run
