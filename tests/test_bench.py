@@ -61,7 +61,9 @@ def test_throughput_smoke_prints_both_pools(smoke_output: str) -> None:
 
 def test_api_smoke_times_every_list_case_and_the_offset_comparison(smoke_output: str) -> None:
     header, *rows = _table(smoke_output, "api:")
-    assert header == ["request", "rows matching", "p50 ms", "p95 ms", "p99 ms", "p95 ≤ 50 ms", "queries", "index used"]
+    assert header == [
+        "request", "rows matching", "p50 ms", "p95 ms", "p99 ms", "p95 ≤ 50 ms", "queries", "data SQL ms", "index used"
+    ]  # fmt: skip
     labels = [row[0] for row in rows]
     for expected in ("schedules: default (by name)", "schedules: next page (cursor)", "runs: default (newest)",
                      "runs: next page (cursor)", "runs: status=failed", "schedule's runs (hot)",
