@@ -6,10 +6,10 @@ middleware stack, throttling included; each takes a new TCP connection, as gunic
 Every case is requested ``warmup`` times, then ``requests`` times, one at a time.
 
 Beside the times, each case is requested once in process (Django's test Client, same stack) to count its SQL
-queries and EXPLAIN the ones that read runs, schedules or attempts: "index used" names the indexes of those plans
-and flags a sequential scan of runs or schedules; "data SQL ms" is the median time of running those queries again
-from Python, the database's share of a request (the rest is Django, DRF, JSON and, on a shared machine, waiting
-for a core).
+queries and EXPLAIN the ones that read runs, schedules or attempts: "index used" names the indexes those plans
+read on runs and schedules and flags a sequential scan of either; "data SQL ms" is the median time of running
+those queries again from Python, the database's share of a request (the rest is Django, DRF, JSON and, on a
+shared machine, waiting for a core).
 
 Comparison: the run list with DRF's LimitOffsetPagination (what ``DEFAULT_PAGINATION_CLASS`` gives most DRF
 APIs), on the first page and at offset 25,000 (page 500), served by the same gunicorn under /bench/offset/runs/
