@@ -2,7 +2,8 @@
 
 Scenarios: dispatch (N schedules due in one second vs django-celery-beat), throughput (ad-hoc runs vs bare
 Celery tasks), lag (every-minute cron: start/finish lag vs beat), memory (dispatcher RSS and cold start by N),
-all. ``--smoke`` runs tiny sizes in seconds (what CI runs; its times mean nothing).
+api (latency of the filtered list endpoints on 100k schedules and 1M runs), all. ``--smoke`` runs tiny sizes
+in seconds (what CI runs; its times mean nothing).
 Everything happens in a database and a redis-server created for the run and removed at its end.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from bench.common import PYTHON, ROOT, bench_environment
 
-SCENARIOS = ("dispatch", "throughput", "lag", "memory")
+SCENARIOS = ("dispatch", "throughput", "lag", "memory", "api")
 
 
 def _machine() -> str:
@@ -69,6 +70,14 @@ def scenario_options(name: str, options: argparse.Namespace) -> dict[str, Any]:
             "peer_max": options.peer_max or (1000 if smoke else sizes[-1]),
             "peer_limit": 30.0 if smoke else 180.0,
         }
+    if name == "api":
+        runs = options.count or (5_000 if smoke else 1_000_000)
+        return {
+            "runs": runs,
+            "schedules": max(runs // 10, 100),
+            "requests": options.requests or (5 if smoke else 200),
+            "warmup": 1 if smoke else 20,
+        }
     raise ValueError(name)
 
 
@@ -81,7 +90,7 @@ def parser() -> argparse.ArgumentParser:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", choices=[*SCENARIOS, "all"])
     p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds; for CI (times mean nothing)")
-    p.add_argument("--count", type=int, default=0, help="N (default: the scenario's size from the issue)")
+    p.add_argument("--count", type=int, default=0, help="N (default: the scenario's size from the issue); api: runs")
     p.add_argument("--dispatchers", type=int, default=2, help="dispatch: dispatcher processes")
     p.add_argument(
         "--sender",
@@ -96,6 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--system-pool", action="append", choices=["prefork", "threads"], help="memory: system worker pools; repeatable"
     )
     p.add_argument("--peer-max", type=int, default=0, help="memory: largest N given to beat (default: all sizes)")
+    p.add_argument("--requests", type=int, default=0, help="api: timed requests per case (default 200)")
     p.add_argument("--postgres", default=None, help="PostgreSQL server URL (default: the server of DATABASE_URL)")
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,10 +158,13 @@ class Children:
 
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, args: Sequence[str], *, log: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, args: Sequence[str], *, log: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (closed by the child)
         proc = subprocess.Popen(
-            [PYTHON, *args], cwd=ROOT, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT,
+            [PYTHON, *args], cwd=ROOT, env=dict(env if env is not None else os.environ), stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         self.procs.append(proc)

@@ -32,6 +32,10 @@ def main() -> None:
         import importlib
 
         importlib.import_module(f"bench.{args.scenario}").run(workdir=workdir, **options)
+    elif args.scenario == "api":
+        from bench import api
+
+        api.run(workdir=workdir, **options)
     else:
         sys.exit(f"unknown scenario {args.scenario!r}")
 

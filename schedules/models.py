@@ -135,6 +135,13 @@ class Schedule(models.Model):
             # Serves the dispatcher's claim: WHERE state = 'active' AND next_run_at <= now ORDER BY next_run_at.
             models.Index(fields=["next_run_at"], condition=Q(state="active"), name="schedule_due_idx"),
             models.Index(fields=["organization", "state"], name="schedule_org_state_idx"),
+            # Serve the API list's ?ordering=(-)created_at and (-)updated_at: a page without sorting the org's rows.
+            models.Index(fields=["organization", "created_at"], name="schedule_org_created_idx"),
+            models.Index(fields=["organization", "updated_at"], name="schedule_org_updated_idx"),
+            # On PostgreSQL, migration 0002 also makes two GIN indexes for the API list: schedule_text_trgm_idx
+            # (trigrams, for ?q=, UPPER(name|description|agent) LIKE '%…%') and schedule_labels_gin_idx (for
+            # ?label=). They are not declared here: SQLite (the embedded install) has no GIN indexes and would fail
+            # to re-create them whenever it rebuilds this table.
         ]
 
     def __str__(self) -> str:

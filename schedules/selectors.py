@@ -19,6 +19,11 @@ def schedule_list(*, organization: Organization | None = None) -> QuerySet[Sched
     return query.order_by("organization__name", "name")
 
 
+def schedules_of_organization(*, organization: Organization) -> QuerySet[Schedule]:
+    """One organization's schedules, without joining the organization row: a page of them needs nothing of it."""
+    return Schedule.objects.filter(organization=organization).order_by("name", "id")
+
+
 def schedule_preview(*, trigger: Trigger, count: int, after: datetime | None = None) -> list[datetime]:
     """The next ``count`` slots strictly after ``after``: the dispatcher's own arithmetic."""
     return trigger.preview(after=after or timezone.now(), count=count)

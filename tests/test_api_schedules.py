@@ -84,6 +84,26 @@ def test_list_filters_by_state_agent_label_trigger_kind_and_text(org: Organizati
     assert names("ordering=-name") == ["ping", "cleanup", "billing export"]
 
 
+def test_label_filter_matches_number_boolean_and_object_values_by_their_text(
+    org: Organization, editor: APIClient
+) -> None:
+    make_schedule(org, "web", labels={"replicas": 3, "canary": True, "owner": {"team": "ops"}, "tier": "3"})
+    make_schedule(org, "db", labels={"replicas": 30, "canary": False})
+
+    def names(label: str) -> list[str]:
+        response = editor.get(f"{API}/schedules/", {"label": label})
+        assert response.status_code == 200, response.content
+        return [row["name"] for row in response.json()["results"]]
+
+    assert names("replicas=3") == ["web"]
+    assert names("canary=true") == ["web"]
+    assert names("canary=false") == ["db"]
+    assert names('owner={"team": "ops"}') == ["web"]
+    assert names("tier=3") == ["web"]
+    assert names("replicas=nobody") == []
+    assert names("missing=3") == []
+
+
 def test_list_filter_values_are_checked(editor: APIClient) -> None:
     response = editor.get(f"{API}/schedules/?state=sleeping")
     assert response.status_code == 400

@@ -23,7 +23,7 @@ def smoke_output() -> str:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=480,
+        timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -81,6 +81,22 @@ def test_memory_smoke_prints_each_size_and_beat(smoke_output: str) -> None:
     assert any(row[0] == "django-celery-beat" for row in rows)
     cold = header.index("cold start s")
     assert all(row[cold] != "—" for row in ours)  # the dispatcher ticked at every size
+
+
+def test_api_smoke_times_every_list_case_and_the_offset_comparison(smoke_output: str) -> None:
+    header, *rows = _table(smoke_output, "api:")
+    assert header == [
+        "request", "rows matching", "p50 ms", "p95 ms", "p99 ms", "p95 ≤ 50 ms", "queries", "data SQL ms", "index used"
+    ]  # fmt: skip
+    labels = [row[0] for row in rows]
+    for expected in ("schedules: default (by name)", "schedules: next page (cursor)", "runs: default (newest)",
+                     "runs: next page (cursor)", "runs: status=failed", "schedule's runs (hot)",
+                     "runs, LimitOffset: offset 25,000"):  # fmt: skip
+        assert expected in labels
+    for row in rows:
+        float(row[3].replace(",", ""))  # every case was timed
+        assert int(row[6]) >= 3  # token, membership, then the data: the queries were counted
+    assert "# api data: 500 schedules, 5,000 runs" in smoke_output
 
 
 def test_smoke_drops_its_database(smoke_output: str) -> None:

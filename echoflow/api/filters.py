@@ -3,6 +3,7 @@ organization, so a filter naming another organization's schedule finds nothing, 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,18 +62,38 @@ class ScheduleFilter(django_filters.FilterSet):
         key, has_value, wanted = value.partition("=")
         if not has_value:
             return queryset.filter(labels__has_key=key)
-        # KeyTextTransform takes the key as a parameter: a key with "__" cannot turn into a lookup path.
-        return queryset.annotate(_label_value=KeyTextTransform(key, "labels")).filter(_label_value=wanted)
+        # Containment (labels @> {"key": "value"}) is what the GIN index schedule_labels_gin_idx answers, so a value
+        # no schedule has is found missing at once instead of after reading the whole organization. A label whose
+        # value is a number or a boolean still matches its text; an object or array, its JSON text exactly.
+        match = Q(labels__contains={key: wanted})
+        try:
+            parsed = json.loads(wanted)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, bool | int | float):
+            match |= Q(labels__contains={key: parsed})
+        elif isinstance(parsed, dict | list):
+            # KeyTextTransform takes the key as a parameter: a key with "__" cannot turn into a lookup path.
+            queryset = queryset.annotate(_label_value=KeyTextTransform(key, "labels"))
+            match |= Q(_label_value=wanted)
+        return queryset.filter(match)
 
     def filter_text(self, queryset: QuerySet[Schedule], name: str, value: str) -> QuerySet[Schedule]:
         return queryset.filter(Q(name__icontains=value) | Q(description__icontains=value) | Q(agent__icontains=value))
 
 
+# MultipleChoiceFilter adds DISTINCT by default (for filters across a to-many join). Status and trigger are columns
+# of the run itself, so a run matches once at most, and DISTINCT over every column of the page made PostgreSQL sort
+# all matching runs (and plan for 20 ms) before it could return the first 50.
 class RunFilter(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices, help_text="One or more statuses.")
+    status = django_filters.MultipleChoiceFilter(
+        choices=RunStatus.choices, distinct=False, help_text="One or more statuses."
+    )
     schedule = IntegerFilter(field_name="schedule_id", help_text="Runs of this schedule (id).")
     agent = django_filters.CharFilter(field_name="schedule__agent", help_text="Runs of schedules with this agent.")
-    trigger = django_filters.MultipleChoiceFilter(choices=RunTrigger.choices, help_text="What created the run.")
+    trigger = django_filters.MultipleChoiceFilter(
+        choices=RunTrigger.choices, distinct=False, help_text="What created the run."
+    )
     created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
@@ -82,7 +103,9 @@ class RunFilter(django_filters.FilterSet):
 
 
 class ScheduleRunFilter(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices, help_text="One or more statuses.")
+    status = django_filters.MultipleChoiceFilter(
+        choices=RunStatus.choices, distinct=False, help_text="One or more statuses."
+    )
 
     class Meta:
         model = Run

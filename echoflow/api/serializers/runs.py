@@ -50,6 +50,9 @@ class RunSerializer(serializers.ModelSerializer[Run]):
         read_only_fields = fields
 
     def get_schedule_name(self, run: Run) -> str | None:
+        if hasattr(run, "schedule_name"):  # annotated by runs.selectors.run_list
+            name: str | None = getattr(run, "schedule_name")  # noqa: B009 (not a model field: mypy)
+            return name
         return run.schedule.name if run.schedule_id and run.schedule is not None else None
 
 

@@ -27,13 +27,15 @@ from echoflow.api.serializers.runs import (
 )
 from runs.models import Run
 from runs.report import run_report
+from runs.selectors import run_list
 from runs.services import run_cancel, run_create_adhoc, run_retry
 
 TAG = ["runs"]
 
 
 def _detail(run: Run, code: int = status.HTTP_200_OK) -> Response:
-    fresh = Run.objects.select_related("schedule").prefetch_related("attempt_log").get(pk=run.pk)
+    """The run as it is now in the database (after a change), with its attempts."""
+    fresh = run_list(organization_id=run.organization_id).prefetch_related("attempt_log").get(pk=run.pk)
     return Response(RunDetailSerializer(fresh).data, status=code)
 
 
@@ -62,14 +64,16 @@ class RunViewSet(ApiViewSet):
     def get_queryset(self) -> QuerySet[Run]:
         if getattr(self, "swagger_fake_view", False):
             return Run.objects.none()
-        return Run.objects.filter(organization=self.org.organization).select_related("schedule")
+        runs = run_list(organization_id=self.org.organization.pk)
+        # A GET reads the run once, with its attempts; the other actions re-read it after their change (_detail).
+        return runs.prefetch_related("attempt_log") if self.action == "retrieve" else runs
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(RunSerializer(page, many=True).data)
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        return _detail(self.get_object())
+        return Response(RunDetailSerializer(self.get_object()).data)
 
     @extend_schema(
         tags=TAG,

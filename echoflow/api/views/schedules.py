@@ -34,9 +34,10 @@ from echoflow.api.serializers.schedules import (
 )
 from runs.backfill import schedule_backfill
 from runs.models import Run
+from runs.selectors import run_list
 from runs.services import schedule_run_now
 from schedules.models import Schedule, ScheduleState
-from schedules.selectors import schedule_list, schedule_preview
+from schedules.selectors import schedule_preview, schedules_of_organization
 from schedules.services import schedule_create, schedule_delete, schedule_pause, schedule_resume, schedule_update
 from schedules.triggers import trigger_validate, zone_get
 from schedules.validation import FIELDS
@@ -86,7 +87,7 @@ class ScheduleViewSet(ApiViewSet):
     def get_queryset(self) -> QuerySet[Schedule]:
         if getattr(self, "swagger_fake_view", False):  # schema generation: no request, no organization
             return Schedule.objects.none()
-        return schedule_list(organization=self.org.organization)
+        return schedules_of_organization(organization=self.org.organization)
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
@@ -201,7 +202,7 @@ class ScheduleViewSet(ApiViewSet):
     )
     def runs(self, request: Request, pk: str) -> Response:
         schedule = self.get_object()
-        runs = Run.objects.filter(schedule=schedule, organization=self.org.organization).select_related("schedule")
+        runs = run_list(organization_id=self.org.organization.pk).filter(schedule=schedule)
         page = self.paginate_queryset(self.filter_queryset(runs))
         return self.get_paginated_response(RunSerializer(page, many=True).data)
 
