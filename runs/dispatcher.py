@@ -29,6 +29,7 @@ from django.utils import timezone
 from echoflow.events.bus import EventSpec, events_record
 from runs.limits import waiting_release
 from runs.models import DispatcherHeartbeat, Run, RunStatus, RunTrigger
+from runs.sending import send_runs
 from runs.transitions import runs_transition_bulk
 from schedules.models import Schedule, ScheduleState
 from schedules.planning import plan_due_slots
@@ -246,26 +247,6 @@ def _claim_for_sending(now: datetime, limit: int, *, resend: bool) -> list[tuple
                 enqueued_at=now, sends=sends + 1, resend_at=now + timedelta(seconds=wait)
             )
         return [(pk, priority) for pk, priority, _ in rows]
-
-
-def queue_for_priority(priority: int) -> str:
-    """0-3 → echoflow.low, 4-6 → echoflow, 7-9 → echoflow.high (see RUN_QUEUES in settings)."""
-    queues = settings.RUN_QUEUES
-    if priority >= 7:
-        return str(queues["high"])
-    if priority <= 3:
-        return str(queues["low"])
-    return str(queues["default"])
-
-
-def send_runs(rows: list[tuple[int, int]]) -> None:
-    """Publish one ``execute_run`` message per run, to its priority's queue, over one broker connection."""
-    from echoflow.celery import app
-    from runs.tasks import execute_run
-
-    with app.producer_or_acquire() as producer:
-        for pk, priority in rows:
-            execute_run.apply_async(args=(pk,), queue=queue_for_priority(priority), producer=producer)
 
 
 def _send(rows: list[tuple[int, int]], sender: Sender) -> int:
