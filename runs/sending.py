@@ -1,27 +1,36 @@
-"""Sending ``execute_run`` messages to the broker, many at a time.
+"""Sending ``execute_run`` messages to the broker, a batch at a time.
 
-``Task.apply_async`` costs about a millisecond of CPU per message (options merging, routing, signals, a task-sent
-event, one broker round trip), which made sending 10,000 due runs take longer than writing them. Here the
-messages are the ones ``apply_async`` would publish — Celery's task protocol 2 built by ``app.amqp.as_task_v2``,
-to the same queue and exchange, with the same serializer and delivery mode — but published with kombu's producer
-directly, routing and declaring once per batch, inside ``Producer.batch()``: on Redis every LPUSH of the batch
-goes out in one pipeline (kombu applies the transport's priority handling to each message as usual).
+``Task.apply_async`` costs about a millisecond of CPU per message (options merging, routing, publish signals, a
+task-sent event, one broker round trip), which made sending 10,000 due runs take longer than writing them.
 
-Where that does not apply, the plain ``apply_async`` loop is kept: eager mode (no broker at all), a transport
-without batch publishing (the embedded filesystem broker of ``manage.py up``), and when something listens to
-Celery's publish signals (tracing libraries hook ``before_task_publish``), so they keep seeing every message.
+On Redis, a batch is published as the messages ``apply_async`` would publish — Celery's task protocol 2 from
+``app.amqp.as_task_v2``, kombu's Redis envelope (base64 body, delivery info, a delivery tag), to the same queue
+through the same exchange, on the list kombu's priority handling picks for it — but the message is built once
+per batch and queue: each run only fills in its id, task id and delivery tag. All of a batch's messages go out in
+one pipeline, one LPUSH per queue, in the order given (kombu consumes a list from its other end).
+
+Everywhere else the plain ``apply_async`` loop is kept: eager mode (no broker), other transports (the embedded
+filesystem broker of ``manage.py up``), and processes where something listens to Celery's publish signals
+(tracing libraries hook ``before_task_publish``), so that they keep seeing every message.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import uuid
 from collections import defaultdict
 from typing import Any
 
 from celery import signals
-from celery.utils import uuid
 from django.conf import settings
+from kombu.entity import maybe_delivery_mode
+from kombu.transport.redis import Channel as RedisChannel
+from kombu.utils.json import dumps
 
 EXECUTE_RUN = "echoflow.execute_run"
+# At most this many values per LPUSH (a batch is usually ECHOFLOW_DISPATCH_BATCH_SIZE runs, at most 50,000).
+_LPUSH_CHUNK = 1000
 
 
 def queue_for_priority(priority: int) -> str:
@@ -46,8 +55,11 @@ def send_runs(rows: list[tuple[int, int]]) -> None:
 
 
 def direct_publish_supported(app: Any, producer: Any) -> bool:
-    if app.conf.task_always_eager or not producer.supports_batch_publish:
+    conf = app.conf
+    if conf.task_always_eager or not isinstance(producer.channel, RedisChannel):
         return False
+    if conf.task_serializer != "json" or conf.task_compression:
+        return False  # the message template is written for plain JSON
     return not (signals.before_task_publish.receivers or signals.after_task_publish.receivers)
 
 
@@ -59,54 +71,93 @@ def apply_async_runs(producer: Any, rows: list[tuple[int, int]]) -> None:
 
 
 def publish_runs(app: Any, producer: Any, rows: list[tuple[int, int]]) -> None:
-    """What ``apply_async`` publishes, for each row, with the per-message work cut to building the message."""
-    conf = app.conf
-    # Read once: each setting lookup goes through Celery's and Django's settings layers (microseconds that add up).
-    serializer, compression, default_delivery_mode = (
-        conf.task_serializer,
-        conf.task_compression,
-        conf.task_default_delivery_mode,
-    )
+    """What ``apply_async`` would publish for each row, in one Redis pipeline (the producer's channel is Redis)."""
+    channel: RedisChannel = producer.channel
     by_queue: dict[str, list[int]] = defaultdict(list)
     for pk, priority in rows:
         by_queue[queue_for_priority(priority)].append(pk)
-    # As Task.apply_async inside a task (the system dispatch task): the runs are that task's children.
-    parent = app.current_worker_task
-    root_id = (parent.request.root_id or parent.request.id) if parent else None
-    parent_id = parent.request.id if parent else None
-    reply_to = app.thread_oid
-    as_task = app.amqp.as_task_v2
-    with producer.batch(max_size=max(1, len(rows))):
+    task_ids, delivery_tags = _uuid4s(len(rows)), _uuid4s(len(rows))
+    with channel.conn_or_acquire() as client:
+        pipe = client.pipeline(transaction=False)
+        sent = 0
         for queue_name, pks in by_queue.items():
-            queue = app.amqp.queues[queue_name]  # created (direct exchange named after it) when missing, as Celery does
-            producer.maybe_declare(queue)
-            # Celery publishes to a direct queue through the default (anonymous) exchange, routing key = queue name.
-            if queue.exchange.type == "direct":
-                exchange, routing_key = "", queue_name
-            else:
-                exchange, routing_key = queue.exchange.name, queue.routing_key
-            delivery_mode = queue.exchange.delivery_mode or default_delivery_mode
-            for pk in pks:
-                task_id = uuid()
-                headers, properties, body, _ = as_task(
-                    task_id,
-                    EXECUTE_RUN,
-                    args=(pk,),
-                    root_id=root_id,
-                    parent_id=parent_id,
-                    reply_to=reply_to,
-                    ignore_result=True,
-                    argsrepr=f"({pk},)",
-                    kwargsrepr="{}",
-                )
-                producer.publish(
-                    body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    serializer=serializer,
-                    compression=compression,
-                    delivery_mode=delivery_mode,
-                    headers=headers,
-                    retry=False,
-                    **properties,
-                )
+            template = _MessageTemplate(app, producer, queue_name)
+            payloads = [template.render(pk, task_ids[sent + i], delivery_tags[sent + i]) for i, pk in enumerate(pks)]
+            sent += len(pks)
+            for start in range(0, len(payloads), _LPUSH_CHUNK):
+                pipe.lpush(template.redis_key, *payloads[start : start + _LPUSH_CHUNK])
+        pipe.execute()
+
+
+def _uuid4s(count: int) -> list[str]:
+    """``count`` random (version 4) UUIDs as Celery and kombu write them, from one read of the random source."""
+    random = os.urandom(16 * count)
+    return [str(uuid.UUID(bytes=random[i : i + 16], version=4)) for i in range(0, 16 * count, 16)]
+
+
+# Placeholders in a message template: plain ASCII words that JSON encoding leaves as they are.
+_RUN_ID, _TASK_ID, _DELIVERY_TAG, _BODY = "@@run-id@@", "@@task-id@@", "@@delivery-tag@@", "@@body@@"
+_PLACEHOLDER = re.compile("(" + "|".join(re.escape(p) for p in (_RUN_ID, _TASK_ID, _DELIVERY_TAG, _BODY)) + ")")
+
+
+class _MessageTemplate:
+    """The Redis payload of an ``execute_run`` message to one queue, with the per-run parts left open.
+
+    Built the way the two libraries build it: the task message by Celery's ``as_task_v2`` (with the options
+    ``Task.apply_async`` passes for this task), the envelope as kombu's ``Producer.publish`` and the Redis
+    channel's ``basic_publish`` make it; serialized by kombu's JSON serializer.
+    """
+
+    def __init__(self, app: Any, producer: Any, queue_name: str) -> None:
+        channel = producer.channel
+        conf = app.conf
+        queue = app.amqp.queues[queue_name]  # created (direct exchange named after it) when missing, as Celery does
+        producer.maybe_declare(queue)
+        # Celery publishes to a direct queue through the default (anonymous) exchange, routing key = queue name.
+        if queue.exchange.type == "direct":
+            exchange, routing_key = "", queue_name
+        else:
+            exchange, routing_key = queue.exchange.name, queue.routing_key
+        # As Task.apply_async inside a task (the system dispatch task): the runs are that task's children.
+        parent = app.current_worker_task
+        headers, properties, _, _ = app.amqp.as_task_v2(
+            _TASK_ID,
+            EXECUTE_RUN,
+            args=(0,),
+            root_id=(parent.request.root_id or parent.request.id) if parent else None,
+            parent_id=parent.request.id if parent else None,
+            reply_to=app.thread_oid,
+            ignore_result=True,
+            argsrepr=f"({_RUN_ID},)",
+            kwargsrepr="{}",
+        )
+        # The task body [args, kwargs, embed], with the run id spliced in as a bare JSON number.
+        _, _, body, _ = app.amqp.as_task_v2(_TASK_ID, EXECUTE_RUN, args=(0,))
+        body_json = dumps([[_RUN_ID], *body[1:]])
+        self._body_parts = body_json.split(f'"{_RUN_ID}"')
+        message = channel.prepare_message(
+            _BODY,
+            0,  # kombu's default message priority, as apply_async without a priority sends
+            "application/json",
+            "utf-8",
+            headers,
+            {
+                **properties,
+                "delivery_mode": maybe_delivery_mode(queue.exchange.delivery_mode or conf.task_default_delivery_mode),
+            },
+        )
+        _, body_encoding = channel.encode_body(b"", channel.body_encoding)
+        message["properties"].update(
+            body_encoding=body_encoding,
+            delivery_tag=_DELIVERY_TAG,
+            delivery_info={"exchange": exchange, "routing_key": routing_key},
+        )
+        self._channel = channel
+        self.redis_key: str = channel._q_for_pri(queue_name, channel._get_message_priority(message, reverse=False))
+        self._parts = _PLACEHOLDER.split(dumps(message))
+
+    def render(self, run_id: int, task_id: str, delivery_tag: str) -> str:
+        encoded, _ = self._channel.encode_body(str(run_id).join(self._body_parts).encode(), self._channel.body_encoding)
+        body = encoded.decode() if isinstance(encoded, bytes) else str(encoded)
+        values = {_RUN_ID: str(run_id), _TASK_ID: task_id, _DELIVERY_TAG: delivery_tag, _BODY: body}
+        return "".join([values.get(part, part) for part in self._parts])
