@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.forms.models import model_to_dict
+from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import Settings
 
 from echoflow.accounts.models import Organization
@@ -143,6 +145,27 @@ def test_the_postgresql_insert_writes_the_run_and_event_the_orm_path_writes(org:
         )
         assert (event.relayed_at, event.stream_id) == (None, "")
     assert fast_event.event_id != portable_event.event_id
+
+
+def test_the_event_names_the_slot_as_isoformat_does(org: Organization) -> None:
+    schedule = _create(org, "fractions")
+    slots = [
+        T0,
+        T0 + timedelta(microseconds=500_000),
+        T0 + timedelta(microseconds=1),
+        T0 + timedelta(seconds=59, microseconds=999_999),
+        datetime(2030, 3, 31, 1, 0, 7, 120_000, tzinfo=UTC),
+    ]
+    now = T0 + timedelta(days=2000)
+    planned = [PlannedRun(schedule=schedule, slot=s, due_at=s, trigger="schedule", round_index=1) for s in slots]
+    with CaptureQueriesContext(connection) as queries:  # Django's query log sees the batch statement too
+        inserted = planned_runs_insert(planned, now=now, resend_at=now)
+    assert len(inserted) == len(slots)
+    assert [q for q in queries.captured_queries if "INSERT INTO" in q["sql"] and "unnest" in q["sql"]]
+    data = {e.data["slot"] for e in OutboxEvent.objects.filter(type="run.queued")}
+    assert data == {s.isoformat() for s in slots}
+    keys = set(Run.objects.values_list("idempotency_key", flat=True))
+    assert keys == {scheduled_run_key(schedule.pk, s) for s in slots}
 
 
 def test_a_slot_written_before_gets_no_second_run_and_no_second_event(org: Organization) -> None:
