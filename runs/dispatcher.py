@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -33,7 +33,7 @@ from runs.run_writes import PlannedRun, planned_runs_insert, schedules_save_plan
 from runs.sending import send_runs
 from runs.transitions import runs_transition_bulk
 from schedules.models import Schedule, ScheduleState
-from schedules.planning import plan_due_slots
+from schedules.planning import DueSchedule, plan_due_slots
 from schedules.triggers import jitter_offset
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def _release_retries(now: datetime, result: TickResult, limit: int) -> None:
 
 
 def _plan_schedule(
-    schedule: Schedule, *, now: datetime, grace: timedelta, all_cap: int, result: TickResult
+    schedule: DueSchedule, *, now: datetime, grace: timedelta, all_cap: int, result: TickResult
 ) -> list[PlannedRun]:
     """The runs one due schedule gets now; advances its in-memory next_run_at, counters and state."""
     trigger = schedule.trigger
@@ -109,45 +109,19 @@ def _plan_schedule(
     return runs
 
 
-# What planning reads of a schedule, and the PLAN_FIELDS it writes back. On PostgreSQL the rest of the row stays
-# in the server, which copies the run's settings from it; the ORM path (SQLite) builds Run objects from whole rows.
-_PLANNING_FIELDS = (
-    "id",
-    "organization_id",
-    "trigger_kind",
-    "cron",
-    "interval_seconds",
-    "run_at",
-    "timezone",
-    "start_at",
-    "end_at",
-    "max_runs",
-    "catchup_window_seconds",
-    "misfire_policy",
-    "jitter_seconds",
-    "created_at",
-    "state",
-    "state_note",
-    "next_run_at",
-    "runs_count",
-    "missed_count",
-)
-
-
 def _claim_due_schedules(now: datetime, result: TickResult, batch_size: int, sender: Sender) -> int:
     """Claim one batch of due schedules and write their runs; after the commit, send the runs that are due."""
     conf = settings.ECHOFLOW
     grace = timedelta(seconds=max(5.0, 5 * conf["DISPATCH_INTERVAL_SECONDS"]))
     all_cap = conf["MISFIRE_ALL_CAP"]
     with transaction.atomic():
-        query = (
+        rows = (
             Schedule.objects.select_for_update(skip_locked=True)
             .filter(state=ScheduleState.ACTIVE, next_run_at__lte=now)
             .order_by("next_run_at")
+            .values_list(*DueSchedule.COLUMNS)[:batch_size]
         )
-        if connection.vendor == "postgresql":
-            query = query.only(*_PLANNING_FIELDS)
-        schedules = list(query[:batch_size])
+        schedules = [DueSchedule(*row) for row in rows]
         if not schedules:
             return 0
         planned: list[PlannedRun] = []

@@ -26,6 +26,7 @@ from django.db.models import Field, Model
 from echoflow.events.bus import EventSpec, events_record
 from runs.models import Run, RunStatus
 from schedules.models import Schedule
+from schedules.planning import DueSchedule
 
 # What the dispatcher writes back to a claimed schedule.
 PLAN_FIELDS = ("next_run_at", "state", "state_note", "runs_count", "missed_count")
@@ -33,7 +34,7 @@ PLAN_FIELDS = ("next_run_at", "state", "state_note", "runs_count", "missed_count
 
 @dataclass(frozen=True)
 class PlannedRun:
-    schedule: Schedule
+    schedule: DueSchedule
     slot: datetime
     due_at: datetime
     trigger: str
@@ -133,12 +134,13 @@ def planned_runs_insert(planned: Sequence[PlannedRun], *, now: datetime, resend_
     return _insert_orm(planned, now=now, resend_at=resend_at)
 
 
-def schedules_save_plan(schedules: Sequence[Schedule]) -> None:
+def schedules_save_plan(schedules: Sequence[DueSchedule]) -> None:
     """Write each schedule's ``PLAN_FIELDS`` as planned in memory (the rows are locked by the caller)."""
     if not schedules:
         return
     if connection.vendor != "postgresql":
-        Schedule.objects.bulk_update(schedules, list(PLAN_FIELDS), batch_size=1000)
+        rows = [Schedule(pk=s.id, **{name: getattr(s, name) for name in PLAN_FIELDS}) for s in schedules]
+        Schedule.objects.bulk_update(rows, list(PLAN_FIELDS), batch_size=1000)
         return
     # One UPDATE … FROM unnest(arrays): bulk_update's CASE WHEN id = … per field per row was most of a batch's
     # time (building the expression in Python, then planning it in PostgreSQL).
@@ -208,10 +210,12 @@ def _array_type(field: Field[Any, Any]) -> str:
 
 
 def _insert_orm(planned: Sequence[PlannedRun], *, now: datetime, resend_at: datetime) -> list[NewRun]:
+    # The whole rows, to copy each run's settings from (this path serves the embedded default: small batches).
+    full = Schedule.objects.in_bulk({plan.schedule.pk for plan in planned})
     runs = []
     for plan in planned:
         run = run_from_schedule(
-            plan.schedule,
+            full[plan.schedule.pk],
             slot=plan.slot,
             due_at=plan.due_at,
             trigger=plan.trigger,

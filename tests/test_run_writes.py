@@ -25,6 +25,7 @@ from runs.dispatcher import dispatch_tick
 from runs.models import Run, RunStatus, RunTrigger
 from runs.run_writes import PlannedRun, planned_runs_insert, scheduled_run_key, schedules_save_plan
 from schedules.models import Schedule, ScheduleState
+from schedules.planning import DueSchedule
 from schedules.services import schedule_create
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -37,6 +38,19 @@ def _create(org: Organization, name: str, **data: Any) -> Schedule:
     values: dict[str, Any] = {"name": name, "trigger_kind": "cron", "cron": "* * * * *", "action_name": "echoflow.noop"}
     values.update(data)
     return schedule_create(organization=org, data=values, now=T0 - timedelta(seconds=30))
+
+
+def _planned(
+    schedule: Schedule,
+    slot: datetime,
+    *,
+    due_at: datetime | None = None,
+    trigger: str = "schedule",
+    round_index: int = 1,
+) -> PlannedRun:
+    return PlannedRun(
+        schedule=DueSchedule.of(schedule), slot=slot, due_at=due_at or slot, trigger=trigger, round_index=round_index
+    )
 
 
 def _mixed_schedules(org: Organization, count: int) -> list[Schedule]:
@@ -83,8 +97,15 @@ def test_one_tick_advances_every_schedule_to_its_own_next_slot(
     assert sorted(Run.objects.values_list("schedule_id", flat=True)) == sorted(s.pk for s in schedules)
 
 
+def test_a_due_schedule_has_the_trigger_of_its_row(org: Organization) -> None:
+    for schedule in _mixed_schedules(org, 6):
+        (row,) = Schedule.objects.filter(pk=schedule.pk).values_list(*DueSchedule.COLUMNS)
+        assert DueSchedule(*row) == DueSchedule.of(schedule)
+        assert DueSchedule(*row).trigger == schedule.trigger
+
+
 def test_schedules_save_plan_writes_values_that_differ_row_by_row(org: Organization) -> None:
-    schedules = _mixed_schedules(org, 30)
+    schedules = [DueSchedule.of(s) for s in _mixed_schedules(org, 30)]
     for i, schedule in enumerate(schedules):
         schedule.next_run_at = None if i % 4 == 0 else T0 + timedelta(minutes=i, microseconds=i)
         schedule.state = ScheduleState.PAUSED if i % 3 == 0 else ScheduleState.ACTIVE
@@ -94,6 +115,7 @@ def test_schedules_save_plan_writes_values_that_differ_row_by_row(org: Organizat
     schedules_save_plan(schedules)
     got = {s.pk: (s.next_run_at, s.state, s.state_note, s.runs_count, s.missed_count) for s in Schedule.objects.all()}
     assert got == {s.pk: (s.next_run_at, s.state, s.state_note, s.runs_count, s.missed_count) for s in schedules}
+    assert set(Schedule.objects.values_list("name", flat=True)) == {f"s{i}" for i in range(30)}  # others untouched
 
 
 def _comparable(run: Run) -> dict[str, Any]:
@@ -116,10 +138,8 @@ def test_the_postgresql_insert_writes_the_run_and_event_the_orm_path_writes(org:
     )
     now = T0 + timedelta(seconds=1)
     resend_at = now + timedelta(seconds=300)
-    first = PlannedRun(schedule=schedule, slot=T0, due_at=T0, trigger=RunTrigger.SCHEDULE, round_index=1)
-    second = PlannedRun(
-        schedule=schedule, slot=T0 + timedelta(minutes=1), due_at=now, trigger=RunTrigger.CATCHUP, round_index=2
-    )
+    first = _planned(schedule, T0, trigger=RunTrigger.SCHEDULE)
+    second = _planned(schedule, T0 + timedelta(minutes=1), due_at=now, trigger=RunTrigger.CATCHUP, round_index=2)
     (fast,) = run_writes._insert_postgresql([first], now=now, resend_at=resend_at)
     (portable,) = run_writes._insert_orm([second], now=now, resend_at=resend_at)
 
@@ -157,7 +177,7 @@ def test_the_event_names_the_slot_as_isoformat_does(org: Organization) -> None:
         datetime(2030, 3, 31, 1, 0, 7, 120_000, tzinfo=UTC),
     ]
     now = T0 + timedelta(days=2000)
-    planned = [PlannedRun(schedule=schedule, slot=s, due_at=s, trigger="schedule", round_index=1) for s in slots]
+    planned = [_planned(schedule, s) for s in slots]
     with CaptureQueriesContext(connection) as queries:  # Django's query log sees the batch statement too
         inserted = planned_runs_insert(planned, now=now, resend_at=now)
     assert len(inserted) == len(slots)
@@ -171,7 +191,7 @@ def test_the_event_names_the_slot_as_isoformat_does(org: Organization) -> None:
 def test_a_slot_written_before_gets_no_second_run_and_no_second_event(org: Organization) -> None:
     schedules = [_create(org, f"s{i}") for i in range(5)]
     now = T0 + timedelta(seconds=1)
-    planned = [PlannedRun(schedule=s, slot=T0, due_at=T0, trigger="schedule", round_index=1) for s in schedules]
+    planned = [_planned(s, T0) for s in schedules]
     assert len(planned_runs_insert(planned[:2], now=now, resend_at=now)) == 2
     # A second dispatcher that planned from an old snapshot writes all five: only the three new ones go in.
     again = planned_runs_insert(planned, now=now, resend_at=now)
@@ -184,11 +204,8 @@ def test_a_slot_written_before_gets_no_second_run_and_no_second_event(org: Organ
 def test_only_runs_already_due_are_written_as_sent(org: Organization) -> None:
     schedule = _create(org, "jittered")
     now = T0 + timedelta(seconds=1)
-    due = PlannedRun(schedule=schedule, slot=T0, due_at=now, trigger="schedule", round_index=1)
-    later = PlannedRun(
-        schedule=schedule, slot=T0 + timedelta(minutes=1), due_at=now + timedelta(seconds=20), trigger="schedule",
-        round_index=2,
-    )  # fmt: skip
+    due = _planned(schedule, T0, due_at=now)
+    later = _planned(schedule, T0 + timedelta(minutes=1), due_at=now + timedelta(seconds=20), round_index=2)
     written = {r.id: r.marked_sent for r in planned_runs_insert([due, later], now=now, resend_at=now)}
     assert sorted(written.values()) == [False, True]
     rows = {pk: Run.objects.values_list("enqueued_at", "sends", "resend_at").get(pk=pk) for pk in written}
