@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from runs.limits import waiting_release
 from runs.models import DispatcherHeartbeat, Run, RunStatus, RunTrigger
-from runs.run_writes import PlannedRun, planned_runs_insert, schedules_save_plan
+from runs.run_writes import PlannedRun, planned_runs_insert, rows_fetch, schedules_save_plan
 from runs.sending import send_runs
 from runs.transitions import runs_transition_bulk
 from schedules.models import Schedule, ScheduleState
@@ -115,13 +115,13 @@ def _claim_due_schedules(now: datetime, result: TickResult, batch_size: int, sen
     grace = timedelta(seconds=max(5.0, 5 * conf["DISPATCH_INTERVAL_SECONDS"]))
     all_cap = conf["MISFIRE_ALL_CAP"]
     with transaction.atomic():
-        rows = (
+        query = (
             Schedule.objects.select_for_update(skip_locked=True)
             .filter(state=ScheduleState.ACTIVE, next_run_at__lte=now)
             .order_by("next_run_at")
             .values_list(*DueSchedule.COLUMNS)[:batch_size]
         )
-        schedules = [DueSchedule(*row) for row in rows]
+        schedules = [DueSchedule(*row) for row in rows_fetch(query)]
         if not schedules:
             return 0
         planned: list[PlannedRun] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import Settings
@@ -102,6 +102,22 @@ def test_a_due_schedule_has_the_trigger_of_its_row(org: Organization) -> None:
         (row,) = Schedule.objects.filter(pk=schedule.pk).values_list(*DueSchedule.COLUMNS)
         assert DueSchedule(*row) == DueSchedule.of(schedule)
         assert DueSchedule(*row).trigger == schedule.trigger
+
+
+def test_claimed_rows_read_in_binary_equal_the_orm_rows(org: Organization) -> None:
+    schedules = _mixed_schedules(org, 12)
+    Schedule.objects.filter(pk=schedules[0].pk).update(
+        start_at=T0 - timedelta(days=1, microseconds=7), end_at=T0 + timedelta(days=400), state_note="é ' \\ \""
+    )
+    with transaction.atomic():
+        query = Schedule.objects.select_for_update(skip_locked=True).order_by("id").values_list(*DueSchedule.COLUMNS)
+        fast = run_writes.rows_fetch(query)
+        assert fast == list(query)
+    for row in fast:
+        for value in row:
+            if isinstance(value, datetime):
+                assert value.utcoffset() == timedelta(0)
+    assert [DueSchedule(*row) for row in fast] == [DueSchedule.of(s) for s in Schedule.objects.order_by("id")]
 
 
 def test_schedules_save_plan_writes_values_that_differ_row_by_row(org: Organization) -> None:
@@ -223,7 +239,7 @@ _SQLITE_CHILD = textwrap.dedent(
 
     django.setup()
     call_command("migrate", verbosity=0)
-    from django.db import connection
+    from django.db import connection, transaction
 
     from echoflow.accounts.services import organization_get_or_create
     from echoflow.events.models import OutboxEvent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -67,6 +68,7 @@ def test_a_direct_message_is_the_message_apply_async_sends_but_for_its_ids(broke
     ids = {"id", "root_id", "correlation_id", "delivery_tag"}
     assert direct["headers"]["id"] == direct["headers"]["root_id"] == direct["properties"]["correlation_id"]
     assert direct["headers"]["id"] != plain["headers"]["id"]
+    assert uuid.UUID(direct["headers"]["id"]).version == uuid.UUID(direct["properties"]["delivery_tag"]).version == 4
     assert {k: v for k, v in direct["headers"].items() if k not in ids} == {
         k: v for k, v in plain["headers"].items() if k not in ids
     }
@@ -82,6 +84,14 @@ def test_a_direct_message_is_the_message_apply_async_sends_but_for_its_ids(broke
     # CELERY_TASK_SEND_SENT_EVENT is off: neither path publishes a task-sent event per run.
     assert events.get_message(timeout=0.5) is None
     events.close()
+
+
+def test_task_ids_and_delivery_tags_are_distinct_version_4_uuids() -> None:
+    ids = sending._uuid4s(2000)
+    assert len(set(ids)) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
 
 
 def test_each_run_goes_to_its_priority_queue_in_order(broker: redis.Redis) -> None:
