@@ -15,7 +15,7 @@ from kombu.utils.json import dumps
 
 def send_runs_pipelined(rows: list[tuple[int, int]]) -> None:
     from echoflow.celery import app
-    from runs.dispatcher import queue_for_priority
+    from runs.sending import queue_for_priority
     from runs.tasks import execute_run
 
     with app.producer_or_acquire() as producer:

@@ -28,8 +28,9 @@ WORKER_FLAGS = ["-l", "WARNING", "--without-gossip", "--without-mingle"]
 
 def _echoflow_rate(*, count: int, pool: str, concurrency: int, limit: float, log: Path) -> tuple[float, int]:
     from echoflow.events.bus import EventSpec, events_record
-    from runs.dispatcher import dispatch_tick, runs_insert
+    from runs.dispatcher import dispatch_tick
     from runs.models import Run, RunStatus, RunTrigger
+    from runs.run_writes import runs_insert
     from schedules.models import DEFAULT_BACKOFF
 
     truncate(["runs_runattempt", "runs_run", "events_outboxevent"])

@@ -19,8 +19,8 @@ from django.utils import timezone
 
 from echoflow.audit.services import audit_record
 from echoflow.events.bus import EventSpec, events_record
-from runs.dispatcher import run_from_schedule, runs_insert, scheduled_run_key
 from runs.models import Run, RunStatus, RunTrigger
+from runs.run_writes import run_from_schedule, runs_insert, scheduled_run_key
 from schedules.models import Schedule
 
 _TICK = timedelta(microseconds=1)

@@ -1,11 +1,13 @@
 """The dispatcher: decides what is due and writes runs. It never executes anything.
 
 One tick, safe to run in any number of processes at once:
-1. retries whose backoff elapsed go back to ``queued``;
+1. retries whose backoff elapsed go back to ``queued``; waiting runs whose limit opened are released;
 2. due schedules are claimed in batches (``FOR UPDATE SKIP LOCKED`` on the partial index ``schedule_due_idx``),
-   their runs inserted in one statement (``ON CONFLICT DO NOTHING`` on the idempotency key), ``next_run_at``
-   advanced, all in one transaction;
-3. queued runs whose due time came are claimed, marked sent, committed, and only then sent to the broker;
+   their runs and ``run.queued`` events written (``ON CONFLICT DO NOTHING`` on the idempotency key), already
+   marked sent when due, and ``next_run_at`` advanced, all in one transaction; after its commit the batch's due
+   runs are sent to the broker, before the next batch is claimed (runs/run_writes.py, runs/sending.py);
+3. other queued runs whose due time came (ad-hoc, released, retried, jittered) are claimed, marked sent,
+   committed, and only then sent;
 4. queued runs sent long ago and never started (a lost message) are sent again;
 5. a heartbeat row records the tick.
 """
@@ -18,20 +20,20 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from echoflow.events.bus import EventSpec, events_record
 from runs.limits import waiting_release
 from runs.models import DispatcherHeartbeat, Run, RunStatus, RunTrigger
+from runs.run_writes import PlannedRun, planned_runs_insert, rows_fetch, schedules_save_plan
+from runs.sending import send_runs
 from runs.transitions import runs_transition_bulk
 from schedules.models import Schedule, ScheduleState
-from schedules.planning import plan_due_slots
+from schedules.planning import DueSchedule, plan_due_slots
 from schedules.triggers import jitter_offset
 
 logger = logging.getLogger(__name__)
@@ -50,74 +52,6 @@ class TickResult:
     enqueued: int = 0
     resent: int = 0
     duration_ms: int = 0
-
-
-def scheduled_run_key(schedule_id: int, slot: datetime) -> str:
-    return f"s{schedule_id}:{slot.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
-
-
-def run_from_schedule(
-    schedule: Schedule,
-    *,
-    slot: datetime,
-    due_at: datetime,
-    trigger: str,
-    now: datetime,
-    round_index: int | None,
-) -> Run:
-    return Run(
-        organization_id=schedule.organization_id,
-        schedule_id=schedule.pk,
-        idempotency_key=scheduled_run_key(schedule.pk, slot),
-        trigger=trigger,
-        slot=slot,
-        due_at=due_at,
-        status=RunStatus.QUEUED,
-        max_attempts=schedule.max_attempts,
-        backoff_seconds=schedule.backoff_seconds,
-        timeout_seconds=schedule.timeout_seconds,
-        priority=schedule.priority,
-        round_index=round_index,
-        action_kind=schedule.action_kind,
-        action_name=schedule.action_name,
-        action_config=schedule.action_config,
-        payload=schedule.payload,
-        created_at=now,
-        trace_id=Run.new_trace_id(),
-    )
-
-
-def runs_insert(runs: list[Run]) -> list[Run]:
-    """INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING id: returns the runs that are new.
-
-    Django's bulk_create(ignore_conflicts=True) cannot tell which rows were inserted; the dispatcher must know,
-    to write exactly one ``run.queued`` event per new run. PostgreSQL and SQLite >= 3.35 share this syntax.
-    """
-    if not runs:
-        return []
-    fields = [f for f in Run._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column or f.attname) for f in fields)
-    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    by_key = {r.idempotency_key: r for r in runs}
-    inserted: list[Run] = []
-    table = connection.ops.quote_name(Run._meta.db_table)
-    chunk = max(1, 30000 // len(fields))
-    with connection.cursor() as cursor:
-        for start in range(0, len(runs), chunk):
-            part = runs[start : start + chunk]
-            params: list[Any] = []
-            for run in part:
-                params.extend(f.get_db_prep_save(getattr(run, f.attname), connection) for f in fields)
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(part))} "
-                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
-                params,
-            )
-            for pk, key in cursor.fetchall():
-                run = by_key[key]
-                run.pk = pk
-                inserted.append(run)
-    return inserted
 
 
 def _release_retries(now: datetime, result: TickResult, limit: int) -> None:
@@ -140,13 +74,13 @@ def _release_retries(now: datetime, result: TickResult, limit: int) -> None:
         result.retried += len(moved)
 
 
-def _plan_schedule(schedule: Schedule, *, now: datetime, grace: timedelta, result: TickResult) -> list[Run]:
+def _plan_schedule(
+    schedule: DueSchedule, *, now: datetime, grace: timedelta, all_cap: int, result: TickResult
+) -> list[PlannedRun]:
     """The runs one due schedule gets now; advances its in-memory next_run_at, counters and state."""
     trigger = schedule.trigger
-    plan = plan_due_slots(
-        schedule=schedule, now=now, grace=grace, all_cap=settings.ECHOFLOW["MISFIRE_ALL_CAP"], trigger=trigger
-    )
-    runs: list[Run] = []
+    plan = plan_due_slots(schedule=schedule, now=now, grace=grace, all_cap=all_cap, trigger=trigger)
+    runs: list[PlannedRun] = []
     for slot, is_catchup in plan.slots:
         due_at = slot
         if schedule.jitter_seconds:
@@ -157,12 +91,11 @@ def _plan_schedule(schedule: Schedule, *, now: datetime, grace: timedelta, resul
                 period=trigger.period_hint(slot),
             )
         runs.append(
-            run_from_schedule(
-                schedule,
+            PlannedRun(
+                schedule=schedule,
                 slot=slot,
                 due_at=due_at,
                 trigger=RunTrigger.CATCHUP if is_catchup else RunTrigger.SCHEDULE,
-                now=now,
                 round_index=schedule.runs_count + len(runs) + 1,
             )
         )
@@ -176,51 +109,49 @@ def _plan_schedule(schedule: Schedule, *, now: datetime, grace: timedelta, resul
     return runs
 
 
-def _claim_due_schedules(now: datetime, result: TickResult, batch_size: int) -> int:
+def _claim_due_schedules(now: datetime, result: TickResult, batch_size: int, sender: Sender) -> int:
+    """Claim one batch of due schedules and write their runs; after the commit, send the runs that are due."""
     conf = settings.ECHOFLOW
     grace = timedelta(seconds=max(5.0, 5 * conf["DISPATCH_INTERVAL_SECONDS"]))
+    all_cap = conf["MISFIRE_ALL_CAP"]
     with transaction.atomic():
-        schedules = list(
+        query = (
             Schedule.objects.select_for_update(skip_locked=True)
             .filter(state=ScheduleState.ACTIVE, next_run_at__lte=now)
-            .order_by("next_run_at")[:batch_size]
+            .order_by("next_run_at")
+            .values_list(*DueSchedule.COLUMNS)[:batch_size]
         )
+        schedules = [DueSchedule(*row) for row in rows_fetch(query)]
         if not schedules:
             return 0
-        new_runs: list[Run] = []
+        planned: list[PlannedRun] = []
         for schedule in schedules:
             try:
-                new_runs.extend(_plan_schedule(schedule, now=now, grace=grace, result=result))
+                planned.extend(_plan_schedule(schedule, now=now, grace=grace, all_cap=all_cap, result=result))
             except Exception as exc:
                 # One broken schedule never stops the dispatcher: it is paused with the reason, the rest go on.
                 logger.exception("dispatch: schedule %s cannot be planned", schedule.pk)
                 schedule.state = ScheduleState.PAUSED
                 schedule.state_note = f"paused by the dispatcher: {exc}"[:500]
-        inserted = runs_insert(new_runs)
+        inserted = planned_runs_insert(planned, now=now, resend_at=now + timedelta(seconds=_resend_wait(sends=0)))
         # Count only runs really written: a slot refused as a duplicate must not use up a max_runs round.
         inserted_per_schedule = Counter(r.schedule_id for r in inserted)
         for schedule in schedules:
             schedule.runs_count += inserted_per_schedule.get(schedule.pk, 0)
-        Schedule.objects.bulk_update(
-            schedules, ["next_run_at", "state", "state_note", "runs_count", "missed_count"], batch_size=1000
-        )
-        events_record(
-            EventSpec(
-                type="run.queued",
-                organization_id=r.organization_id,
-                schedule_id=r.schedule_id,
-                run_id=r.pk,
-                attempt=0,
-                data={"status": RunStatus.QUEUED, "slot": r.slot.isoformat() if r.slot else None},
-            )
-            for r in inserted
-        )
+        schedules_save_plan(schedules)
         result.schedules += len(schedules)
         result.created += len(inserted)
-        return len(schedules)
+    # Only after the commit: a worker must find the run its message names.
+    result.enqueued += _send([(r.id, r.priority) for r in inserted if r.marked_sent], sender)
+    return len(schedules)
 
 
 _MAX_RESEND_DOUBLINGS = 5
+
+
+def _resend_wait(*, sends: int) -> float:
+    """Seconds until a run sent ``sends`` times before this send counts as lost: RESEND_AFTER · 2^sends, capped."""
+    return float(settings.ECHOFLOW["RESEND_AFTER_SECONDS"] * 2 ** min(sends, _MAX_RESEND_DOUBLINGS))
 
 
 def _claim_for_sending(now: datetime, limit: int, *, resend: bool) -> list[tuple[int, int]]:
@@ -229,7 +160,6 @@ def _claim_for_sending(now: datetime, limit: int, *, resend: bool) -> list[tuple
     Each send pushes ``resend_at`` out by RESEND_AFTER · 2^(sends so far), capped: a lost message is recovered
     quickly, while a run that only waits behind a long queue gets a copy now and then, not every tick.
     """
-    resend_after = settings.ECHOFLOW["RESEND_AFTER_SECONDS"]
     with transaction.atomic():
         query = Run.objects.select_for_update(skip_locked=True).filter(status=RunStatus.QUEUED)
         if resend:
@@ -241,31 +171,10 @@ def _claim_for_sending(now: datetime, limit: int, *, resend: bool) -> list[tuple
         for pk, _, sends in rows:
             by_sends.setdefault(sends, []).append(pk)
         for sends, pks in by_sends.items():
-            wait = resend_after * 2 ** min(sends, _MAX_RESEND_DOUBLINGS)
             Run.objects.filter(pk__in=pks).update(
-                enqueued_at=now, sends=sends + 1, resend_at=now + timedelta(seconds=wait)
+                enqueued_at=now, sends=sends + 1, resend_at=now + timedelta(seconds=_resend_wait(sends=sends))
             )
         return [(pk, priority) for pk, priority, _ in rows]
-
-
-def queue_for_priority(priority: int) -> str:
-    """0-3 → echoflow.low, 4-6 → echoflow, 7-9 → echoflow.high (see RUN_QUEUES in settings)."""
-    queues = settings.RUN_QUEUES
-    if priority >= 7:
-        return str(queues["high"])
-    if priority <= 3:
-        return str(queues["low"])
-    return str(queues["default"])
-
-
-def send_runs(rows: list[tuple[int, int]]) -> None:
-    """Publish one ``execute_run`` message per run, to its priority's queue, over one broker connection."""
-    from echoflow.celery import app
-    from runs.tasks import execute_run
-
-    with app.producer_or_acquire() as producer:
-        for pk, priority in rows:
-            execute_run.apply_async(args=(pk,), queue=queue_for_priority(priority), producer=producer)
 
 
 def _send(rows: list[tuple[int, int]], sender: Sender) -> int:
@@ -294,7 +203,7 @@ def dispatch_tick(*, now: datetime | None = None, sender: Sender | None = None, 
     _release_retries(now, result, batch_size)
     result.released = waiting_release(limit=batch_size)
     for _ in range(max_batches):
-        if _claim_due_schedules(now, result, batch_size) < batch_size:
+        if _claim_due_schedules(now, result, batch_size, sender) < batch_size:
             break
     for _ in range(max_batches):
         rows = _claim_for_sending(now, batch_size, resend=False)

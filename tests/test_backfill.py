@@ -17,8 +17,9 @@ from echoflow.accounts.models import Organization
 from echoflow.audit.models import AuditEntry
 from echoflow.events.models import OutboxEvent
 from runs.backfill import schedule_backfill
-from runs.dispatcher import dispatch_tick, scheduled_run_key
+from runs.dispatcher import dispatch_tick
 from runs.models import Run, RunStatus, RunTrigger
+from runs.run_writes import scheduled_run_key
 from schedules.models import Schedule
 from schedules.services import schedule_create
 

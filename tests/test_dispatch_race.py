@@ -11,8 +11,9 @@ from django.db import connections
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from echoflow.accounts.models import Organization
-from runs.dispatcher import dispatch_tick, run_from_schedule, runs_insert
+from runs.dispatcher import dispatch_tick
 from runs.models import Run
+from runs.run_writes import run_from_schedule, runs_insert
 from schedules.models import Schedule
 from schedules.services import schedule_create
 

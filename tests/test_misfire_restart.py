@@ -21,6 +21,7 @@ from echoflow.accounts.models import Organization
 from echoflow.events.models import OutboxEvent
 from runs.dispatcher import TickResult, dispatch_tick
 from runs.models import Run, RunStatus, RunTrigger
+from runs.run_writes import NewRun, PlannedRun
 from schedules.models import Schedule, ScheduleState
 from schedules.selectors import schedule_preview
 from schedules.services import schedule_create, schedule_pause, schedule_resume, schedule_update
@@ -211,19 +212,19 @@ def test_crash_inside_a_batch_rolls_it_back_and_the_next_tick_fills_it(
 ) -> None:
     settings.ECHOFLOW = {**settings.ECHOFLOW, "DISPATCH_BATCH_SIZE": 2}
     schedules = _many(org, 5)
-    real_insert = runs.dispatcher.runs_insert
+    real_insert = runs.dispatcher.planned_runs_insert
     calls = {"n": 0}
 
-    def crash_on_second_batch(new_runs: list[Run]) -> list[Run]:
+    def crash_on_second_batch(planned: list[PlannedRun], **kwargs: Any) -> list[NewRun]:
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("killed mid-batch")
-        return real_insert(new_runs)
+        return real_insert(planned, **kwargs)
 
-    monkeypatch.setattr(runs.dispatcher, "runs_insert", crash_on_second_batch)
+    monkeypatch.setattr(runs.dispatcher, "planned_runs_insert", crash_on_second_batch)
     with pytest.raises(RuntimeError):
         dispatcher.tick(at(0, 1))
-    monkeypatch.setattr(runs.dispatcher, "runs_insert", real_insert)
+    monkeypatch.setattr(runs.dispatcher, "planned_runs_insert", real_insert)
     assert sum(len(slots(s)) for s in schedules) == 2  # the first batch committed, the second rolled back
     dispatcher.tick(at(0, 2))  # restart
     dispatcher.tick(at(1, 1))

@@ -1,0 +1,160 @@
+"""Sending run messages (runs/sending.py): the direct batch publish puts on Redis what ``apply_async`` would."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from celery import signals
+from django.conf import settings
+from django.utils import timezone
+from kombu import Connection
+
+from echoflow.accounts.models import Organization
+from echoflow.celery import app
+from runs import sending
+from runs.dispatcher import dispatch_tick
+from runs.models import Run, RunStatus
+from runs.services import schedule_run_now
+from schedules.services import schedule_create
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+RUN_QUEUES = ("echoflow.high", "echoflow", "echoflow.low")
+
+
+@pytest.fixture
+def broker() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def _messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
+    """The queue's messages, oldest (next to be consumed: kombu pops from the right) first."""
+    return [json.loads(raw) for raw in reversed(client.lrange(queue, 0, -1))]
+
+
+def _body(message: dict[str, Any]) -> Any:
+    assert message["properties"]["body_encoding"] == "base64"
+    return json.loads(base64.b64decode(message["body"]))
+
+
+def test_the_redis_broker_takes_the_direct_batch_publish() -> None:
+    with app.producer_or_acquire() as producer:
+        assert sending.direct_publish_supported(app, producer)
+
+
+def test_a_direct_message_is_the_message_apply_async_sends_but_for_its_ids(broker: redis.Redis) -> None:
+    events = broker.pubsub()
+    events.psubscribe("*celeryev*")  # task events go out on the celeryev fanout exchange (Redis PUBLISH)
+    subscribed = events.get_message(timeout=5)
+    assert subscribed is not None and subscribed["type"] == "psubscribe"
+    with app.producer_or_acquire() as producer:
+        sending.apply_async_runs(producer, [(41, 5)])
+        sending.publish_runs(app, producer, [(41, 5)])
+    plain, direct = _messages(broker, "echoflow")
+    assert (
+        _body(direct) == _body(plain) == [[41], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    )
+    ids = {"id", "root_id", "correlation_id", "delivery_tag"}
+    assert direct["headers"]["id"] == direct["headers"]["root_id"] == direct["properties"]["correlation_id"]
+    assert direct["headers"]["id"] != plain["headers"]["id"]
+    assert uuid.UUID(direct["headers"]["id"]).version == uuid.UUID(direct["properties"]["delivery_tag"]).version == 4
+    assert {k: v for k, v in direct["headers"].items() if k not in ids} == {
+        k: v for k, v in plain["headers"].items() if k not in ids
+    }
+    assert direct["headers"]["task"] == "echoflow.execute_run"
+    assert direct["headers"]["argsrepr"] == "(41,)"
+    assert direct["headers"]["ignore_result"] is True
+    strip = {"correlation_id", "delivery_tag"}
+    assert {k: v for k, v in direct["properties"].items() if k not in strip} == {
+        k: v for k, v in plain["properties"].items() if k not in strip
+    }
+    assert direct["properties"]["delivery_info"] == {"exchange": "", "routing_key": "echoflow"}
+    assert (direct["content-type"], direct["content-encoding"]) == (plain["content-type"], plain["content-encoding"])
+    # CELERY_TASK_SEND_SENT_EVENT is off: neither path publishes a task-sent event per run.
+    assert events.get_message(timeout=0.5) is None
+    events.close()
+
+
+def test_task_ids_and_delivery_tags_are_distinct_version_4_uuids() -> None:
+    ids = sending._uuid4s(2000)
+    assert len(set(ids)) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+
+
+def test_each_run_goes_to_its_priority_queue_in_order(broker: redis.Redis) -> None:
+    rows = [(1, 9), (2, 5), (3, 0), (4, 7), (5, 4), (6, 3)]
+    sending.send_runs(rows)
+    got = {queue: [_body(m)[0][0] for m in _messages(broker, queue)] for queue in RUN_QUEUES}
+    assert got == {"echoflow.high": [1, 4], "echoflow": [2, 5], "echoflow.low": [3, 6]}
+
+
+def test_a_transport_without_batch_publish_falls_back_to_apply_async(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The in-memory transport, like the embedded filesystem broker, has no batch publish.
+    with Connection("memory://") as connection, connection.Producer() as producer:
+        assert not sending.direct_publish_supported(app, producer)
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    with app.producer_or_acquire() as producer:
+        assert not sending.direct_publish_supported(app, producer)
+
+
+def test_publish_signal_receivers_still_see_every_message(broker: redis.Redis) -> None:
+    seen: list[Any] = []
+
+    def receiver(sender: Any = None, headers: Any = None, **kwargs: Any) -> None:
+        seen.append(headers["argsrepr"])
+
+    signals.before_task_publish.connect(receiver)
+    try:
+        sending.send_runs([(7, 5), (8, 5)])
+    finally:
+        signals.before_task_publish.disconnect(receiver)
+    assert seen == ["(7,)", "(8,)"]
+    assert [_body(m)[0] for m in _messages(broker, "echoflow")] == [[7], [8]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_executes_directly_published_runs(org: Organization, celery_worker_thread: object) -> None:
+    created = timezone.now() - timedelta(minutes=2)
+    schedules = [
+        schedule_create(
+            organization=org,
+            data={
+                "name": f"s{i}",
+                "trigger_kind": "cron",
+                "cron": "* * * * *",
+                "action_name": "echoflow.echo",
+                "payload": {"n": i},
+                "priority": priority,
+                "overlap_policy": "allow_all",
+            },
+            now=created,
+        )
+        for i, priority in enumerate((9, 5, 1))
+    ]
+    adhoc, _ = schedule_run_now(schedule=schedules[0])
+    with app.producer_or_acquire() as producer:
+        assert sending.direct_publish_supported(app, producer)
+    tick = dispatch_tick()
+    # Three runs written and sent by the claiming batch, the run-now one by the send pass.
+    assert (tick.created, tick.enqueued) == (3, 4)
+    runs = {r.schedule_id: r.pk for r in Run.objects.exclude(pk=adhoc.pk)}
+    ids = [runs[s.pk] for s in schedules] + [adhoc.pk]
+    wait_until(
+        lambda: set(Run.objects.filter(pk__in=ids).values_list("status", flat=True)) == {RunStatus.SUCCEEDED},
+        what="the four runs to succeed",
+    )
+    assert [Run.objects.get(pk=pk).output for pk in ids] == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 0}]
+    assert set(Run.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {1}
