@@ -1,9 +1,10 @@
-"""A pipelined ``send_runs``: the same Celery messages, written to Redis in one round trip per batch.
+"""A pipelined ``send_runs``: Celery's own messages, written to Redis in one round trip per batch.
 
-``runs.dispatcher.send_runs`` publishes each message with its own LPUSH (one round trip each). This sender lets
-Celery build every message as usual (same task, headers, queue, sent events) but collects what kombu's Redis
-channel would push, then pushes them all through one pipeline. The bench compares it with the plain sender; the
-same few lines belong in runs/dispatcher.py if adopted (see docs/benchmarks.md).
+The first experiment on the cost of sending (docs/benchmarks.md): Celery builds every message as usual
+(``apply_async``: same task, headers, queue, sent events) but what kombu's Redis channel would push is collected
+and pushed through one pipeline. It did not help, since the cost was Celery's per-message work, not round trips;
+``runs.sending`` (the plain sender) now builds each batch's message once and is about ten times faster. Kept for
+``bench dispatch --sender pipelined``.
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@ A batch's writes are its new runs (``ON CONFLICT DO NOTHING`` on the idempotency
 dispatcher already wrote is refused by the database), one ``run.queued`` outbox event per run really inserted,
 and the schedules' new ``next_run_at``, state and counters — all in the caller's transaction.
 
-On PostgreSQL that is two statements per batch whatever its size, with a fixed text (so the server plans them
-from cache): the runs and their events in one ``INSERT … SELECT`` from ``unnest`` of a few arrays joined to the
-locked schedule rows (the run's copy of the schedule's settings never travels through Python), and the schedules
-in one ``UPDATE … FROM unnest(…)``. Elsewhere (SQLite, the embedded default) the portable ORM path does the same
-with ``Run`` objects, ``runs_insert``, ``events_record`` and ``bulk_update``.
+On PostgreSQL that is two statements per batch, their text the same whatever its size: the runs and their events
+in one ``INSERT … SELECT`` from ``unnest`` of a few arrays joined to the locked schedule rows (the run's copy of
+the schedule's settings never travels through Python), and the schedules in one ``UPDATE … FROM unnest(…)``. They
+run on a cursor that binds the arrays in binary on the server (``_server_binding_cursor``), as does the claim
+query (``rows_fetch``). Elsewhere (SQLite, the embedded default) the portable ORM path does the same with ``Run``
+objects, ``runs_insert``, ``events_record`` and ``bulk_update``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from typing import Any
 from django.db import connection
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Field, Model, QuerySet
+from django.utils import timezone
 
 from echoflow.events.bus import EventSpec, events_record
+from echoflow.events.models import OutboxEvent
 from runs.models import Run, RunStatus
 from schedules.models import Schedule
 from schedules.planning import DueSchedule
@@ -298,11 +301,11 @@ _SLOT_ISOFORMAT = (
 
 
 @lru_cache(maxsize=1)
-def _postgresql_insert() -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """The batch's INSERT (runs, then their events), and the constant parameters it needs (column defaults).
+def _postgresql_insert() -> tuple[str, tuple[tuple[str, Field[Any, Any]], ...]]:
+    """The batch's INSERT (runs, then their events), and the parameters that take a column's default.
 
-    Every other column of runs_run gets the default a ``Run()`` would have, so a field added to the model later
-    is written correctly here too (or fails loudly, if it has no default and no rule below).
+    Every other column of runs_run gets the default a ``Run()`` would have (computed for each batch), so a field
+    added to the model later is written correctly here too (or fails loudly, if it has no default and no rule).
     """
     quote = connection.ops.quote_name
     due = "v.due_at <= %(now)s"
@@ -316,7 +319,7 @@ def _postgresql_insert() -> tuple[str, tuple[tuple[str, Any], ...]]:
         "trace_id": "replace(gen_random_uuid()::text, '-', '')",
     }
     columns, values = [], []
-    defaults: list[tuple[str, Any]] = []
+    defaults: list[tuple[str, Field[Any, Any]]] = []
     for field in Run._meta.concrete_fields:
         if field.primary_key:
             continue
@@ -331,11 +334,11 @@ def _postgresql_insert() -> tuple[str, tuple[tuple[str, Any], ...]]:
         else:
             key = f"default_{name}"
             values.append(f"%({key})s::{field.db_type(connection)}")
-            defaults.append((key, field.get_db_prep_save(field.get_default(), connection)))
+            defaults.append((key, field))
     arrays = ", ".join(f"%({name})b::{kind}" for name, kind in _FROM_PLAN.items())
     runs_table = quote(Run._meta.db_table)
     schedules_table = quote(Schedule._meta.db_table)
-    events_table = quote("events_outboxevent")
+    events_table = quote(OutboxEvent._meta.db_table)
     sql = f"""
         WITH v AS (SELECT * FROM unnest({arrays}) AS v({", ".join(_FROM_PLAN)})),
         ins AS (
@@ -359,11 +362,9 @@ def _postgresql_insert() -> tuple[str, tuple[tuple[str, Any], ...]]:
 
 
 def _insert_postgresql(planned: Sequence[PlannedRun], *, now: datetime, resend_at: datetime) -> list[NewRun]:
-    from django.utils import timezone
-
     sql, defaults = _postgresql_insert()
     params: dict[str, Any] = {
-        **dict(defaults),
+        **{key: field.get_db_prep_save(field.get_default(), connection) for key, field in defaults},
         "schedule_id": [p.schedule.pk for p in planned],
         "idempotency_key": [scheduled_run_key(p.schedule.pk, p.slot) for p in planned],
         "trigger": [p.trigger for p in planned],

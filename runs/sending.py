@@ -47,18 +47,22 @@ def send_runs(rows: list[tuple[int, int]]) -> None:
     from echoflow.celery import app
 
     with app.producer_or_acquire() as producer:
-        if direct_publish_supported(app, producer):
+        if direct_publish_supported(app, producer, queues={queue_for_priority(p) for _, p in rows}):
             publish_runs(app, producer, rows)
         else:
             apply_async_runs(producer, rows)
 
 
-def direct_publish_supported(app: Any, producer: Any) -> bool:
+def direct_publish_supported(app: Any, producer: Any, *, queues: set[str]) -> bool:
     conf = app.conf
     if conf.task_always_eager or not isinstance(producer.channel, RedisChannel):
         return False
     if conf.task_serializer != "json" or conf.task_compression:
         return False  # the message template is written for plain JSON
+    # Celery sends to a direct queue through the default exchange, straight onto the queue's list; a queue
+    # configured with another exchange type is routed by kombu's bindings, left to apply_async.
+    if any(app.amqp.queues[name].exchange.type != "direct" for name in queues):
+        return False
     return not (signals.before_task_publish.receivers or signals.after_task_publish.receivers)
 
 
@@ -119,11 +123,6 @@ class _MessageTemplate:
         conf = app.conf
         queue = app.amqp.queues[queue_name]  # created (direct exchange named after it) when missing, as Celery does
         producer.maybe_declare(queue)
-        # Celery publishes to a direct queue through the default (anonymous) exchange, routing key = queue name.
-        if queue.exchange.type == "direct":
-            exchange, routing_key = "", queue_name
-        else:
-            exchange, routing_key = queue.exchange.name, queue.routing_key
         # As Task.apply_async inside a task (the system dispatch task): the runs are that task's children.
         parent = app.current_worker_task
         headers, properties, _, _ = app.amqp.as_task_v2(
@@ -156,7 +155,8 @@ class _MessageTemplate:
         message["properties"].update(
             body_encoding=body_encoding,
             delivery_tag=_DELIVERY_TAG,
-            delivery_info={"exchange": exchange, "routing_key": routing_key},
+            # As Celery publishes to a direct queue: the default (anonymous) exchange, routing key = queue name.
+            delivery_info={"exchange": "", "routing_key": queue_name},
         )
         self._channel = channel
         self.redis_key: str = channel._q_for_pri(queue_name, channel._get_message_priority(message, reverse=False))

@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from echoflow.accounts.models import Organization
-from schedules.triggers import Trigger, TriggerKind
+from schedules.triggers import Trigger, TriggerKind, trigger_of
 
 DEFAULT_BACKOFF = [30, 60, 300, 900, 3600]
 
@@ -149,13 +149,4 @@ class Schedule(models.Model):
 
     @property
     def trigger(self) -> Trigger:
-        return Trigger(
-            kind=self.trigger_kind,
-            timezone=self.timezone,
-            cron=self.cron,
-            interval_seconds=self.interval_seconds,
-            run_at=self.run_at,
-            start_at=self.start_at,
-            end_at=self.end_at,
-            anchor=self.created_at,
-        )
+        return trigger_of(self)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import ClassVar
 
 from schedules.models import MisfirePolicy, Schedule
-from schedules.triggers import Trigger, TriggerKind
+from schedules.triggers import Trigger, TriggerKind, trigger_of
 
 # Missed cron slots are counted one by one up to this many per stretch and pass; beyond it (a long outage of a
 # fine-grained schedule) the count is extrapolated from the average gap so one schedule cannot stall a tick.
@@ -64,17 +64,7 @@ class DueSchedule:
 
     @property
     def trigger(self) -> Trigger:
-        """The same trigger as ``Schedule.trigger`` of this row."""
-        return Trigger(
-            kind=self.trigger_kind,
-            timezone=self.timezone,
-            cron=self.cron,
-            interval_seconds=self.interval_seconds,
-            run_at=self.run_at,
-            start_at=self.start_at,
-            end_at=self.end_at,
-            anchor=self.created_at,
-        )
+        return trigger_of(self)
 
     @classmethod
     def of(cls, schedule: Schedule) -> DueSchedule:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from django.conf import settings
@@ -153,6 +154,41 @@ def format_seconds(seconds: int) -> str:
             n = seconds // size
             return f"{n} {unit}{'s' if n != 1 else ''}"
     return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+class TriggerColumns(Protocol):
+    """The columns a schedule row keeps its trigger in (a Schedule, or the dispatcher's DueSchedule)."""
+
+    @property
+    def trigger_kind(self) -> str: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def cron(self) -> str: ...
+    @property
+    def interval_seconds(self) -> int | None: ...
+    @property
+    def run_at(self) -> datetime | None: ...
+    @property
+    def start_at(self) -> datetime | None: ...
+    @property
+    def end_at(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+def trigger_of(row: TriggerColumns) -> Trigger:
+    """The trigger of a schedule row; an interval without start_at is anchored at the schedule's creation."""
+    return Trigger(
+        kind=row.trigger_kind,
+        timezone=row.timezone,
+        cron=row.cron,
+        interval_seconds=row.interval_seconds,
+        run_at=row.run_at,
+        start_at=row.start_at,
+        end_at=row.end_at,
+        anchor=row.created_at,
+    )
 
 
 def jitter_offset(*, schedule_id: int, slot: datetime, jitter_seconds: int, period: timedelta | None) -> timedelta:

@@ -14,7 +14,7 @@ import redis
 from celery import signals
 from django.conf import settings
 from django.utils import timezone
-from kombu import Connection
+from kombu import Connection, Exchange, Queue
 
 from echoflow.accounts.models import Organization
 from echoflow.celery import app
@@ -50,7 +50,7 @@ def _body(message: dict[str, Any]) -> Any:
 
 def test_the_redis_broker_takes_the_direct_batch_publish() -> None:
     with app.producer_or_acquire() as producer:
-        assert sending.direct_publish_supported(app, producer)
+        assert sending.direct_publish_supported(app, producer, queues=set(RUN_QUEUES))
 
 
 def test_a_direct_message_is_the_message_apply_async_sends_but_for_its_ids(broker: redis.Redis) -> None:
@@ -101,13 +101,20 @@ def test_each_run_goes_to_its_priority_queue_in_order(broker: redis.Redis) -> No
     assert got == {"echoflow.high": [1, 4], "echoflow": [2, 5], "echoflow.low": [3, 6]}
 
 
-def test_a_transport_without_batch_publish_falls_back_to_apply_async(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The in-memory transport, like the embedded filesystem broker, has no batch publish.
+def test_other_transports_eager_mode_and_routed_queues_keep_apply_async(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The in-memory transport stands for the embedded filesystem broker: not Redis.
     with Connection("memory://") as connection, connection.Producer() as producer:
-        assert not sending.direct_publish_supported(app, producer)
-    monkeypatch.setitem(app.conf, "task_always_eager", True)
+        assert not sending.direct_publish_supported(app, producer, queues={"echoflow"})
     with app.producer_or_acquire() as producer:
-        assert not sending.direct_publish_supported(app, producer)
+        # A queue routed through a topic exchange is left to kombu's routing.
+        app.amqp.queues.add(Queue("echoflow.topical", Exchange("topical", type="topic"), routing_key="t.#"))
+        try:
+            assert not sending.direct_publish_supported(app, producer, queues={"echoflow", "echoflow.topical"})
+        finally:
+            del app.amqp.queues["echoflow.topical"]
+        assert sending.direct_publish_supported(app, producer, queues={"echoflow"})
+        monkeypatch.setitem(app.conf, "task_always_eager", True)
+        assert not sending.direct_publish_supported(app, producer, queues={"echoflow"})
 
 
 def test_publish_signal_receivers_still_see_every_message(broker: redis.Redis) -> None:
@@ -146,7 +153,7 @@ def test_a_real_worker_executes_directly_published_runs(org: Organization, celer
     ]
     adhoc, _ = schedule_run_now(schedule=schedules[0])
     with app.producer_or_acquire() as producer:
-        assert sending.direct_publish_supported(app, producer)
+        assert sending.direct_publish_supported(app, producer, queues=set(RUN_QUEUES))
     tick = dispatch_tick()
     # Three runs written and sent by the claiming batch, the run-now one by the send pass.
     assert (tick.created, tick.enqueued) == (3, 4)
