@@ -35,10 +35,10 @@ def _running(**filters: object) -> int:
     return Run.objects.filter(status=RunStatus.RUNNING, **filters).count()
 
 
-def _waiting_ahead(run: Run, **filters: object) -> bool:
+def _waiting_ahead(run: Run, *, statuses: tuple[str, ...] = (RunStatus.WAITING,), **filters: object) -> bool:
     """Is a run waiting that should start before ``run`` (higher priority, or same priority and older)?"""
     return (
-        Run.objects.filter(status=RunStatus.WAITING, **filters)
+        Run.objects.filter(status__in=statuses, **filters)
         .filter(Q(priority__gt=run.priority) | Q(priority=run.priority, id__lt=run.pk))
         .exists()
     )
@@ -59,7 +59,12 @@ def admission_check(*, run: Run) -> Admission:
         if schedule is not None and schedule.overlap_policy != OverlapPolicy.ALLOW_ALL:
             running = _running(schedule_id=schedule.pk)
             buffered = schedule.overlap_policy in {OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL}
-            if running >= schedule.max_concurrency or (buffered and _waiting_ahead(run, schedule_id=schedule.pk)):
+            # Buffered runs start in slot order: an older run of the schedule still queued (its message on the way
+            # to another worker) is ahead too, or two workers claiming at once could start them out of order.
+            ahead = buffered and _waiting_ahead(
+                run, statuses=(RunStatus.WAITING, RunStatus.QUEUED), schedule_id=schedule.pk
+            )
+            if running >= schedule.max_concurrency or ahead:
                 policy = schedule.overlap_policy
                 reason = (
                     f"{running} run(s) of this schedule already running (max_concurrency {schedule.max_concurrency})"

@@ -114,6 +114,26 @@ def test_buffer_all_runs_every_run_one_at_a_time_in_order(org: Organization, cel
         assert started >= finished, "two runs of a max_concurrency=1 schedule overlapped"
 
 
+def test_buffered_runs_keep_slot_order_when_a_newer_message_is_claimed_first(org: Organization) -> None:
+    # Two workers take the messages of run 1 and run 2 at once and run 2's claim wins the race: it must wait for
+    # run 1, which is still queued, instead of starting before it.
+    from runs.executor import run_execute
+    from runs.limits import waiting_release
+
+    schedule = _schedule(org, "buffer all race", seconds=0, policy="buffer_all")
+    first, second = _queue(schedule, 2)
+    assert run_execute(run_id=second.pk, worker="w2") is None
+    assert _statuses([first, second]) == ["queued", "waiting"]
+    assert run_execute(run_id=first.pk, worker="w1") == RunStatus.SUCCEEDED
+    assert waiting_release() == 1
+    assert run_execute(run_id=second.pk, worker="w2") == RunStatus.SUCCEEDED
+    (_, first_finished), (second_started, _) = (
+        Run.objects.values_list("started_at", "finished_at").get(pk=r.pk) for r in (first, second)
+    )
+    assert first_finished is not None and second_started is not None
+    assert second_started >= first_finished
+
+
 def test_cancel_other_cancels_the_oldest_running_run(org: Organization, celery_worker_thread: object) -> None:
     schedule = _schedule(org, "cancel other", seconds=30, policy="cancel_other")
     old = _queue(schedule, 1)[0]
