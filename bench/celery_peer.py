@@ -17,33 +17,44 @@ BROKER = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "
 QUEUE = "bench.peer"
 KEY = "bench:peer"
 
-app = Celery("bench_peer", broker=BROKER)
-app.conf.update(
-    task_default_queue=QUEUE,
-    task_ignore_result=True,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_send_sent_event=True,
-    worker_send_task_events=True,
-    broker_transport_options={"visibility_timeout": 3600, "queue_order_strategy": "priority"},
-    broker_connection_retry_on_startup=True,
-)
+
+def peer_app(name: str, queue: str, **extra: object) -> Celery:
+    """A bare Celery app on the bench broker with the worker-side settings of EchoFlow's app (the peers of the
+    throughput and lag scenarios share it)."""
+    peer = Celery(name, broker=BROKER)
+    peer.conf.update(
+        task_default_queue=queue,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        broker_transport_options={"visibility_timeout": 3600, "queue_order_strategy": "priority"},
+        broker_connection_retry_on_startup=True,
+        **extra,
+    )
+    return peer
+
 
 _client: redis.Redis | None = None
 
 
-def _redis() -> redis.Redis:
+def peer_redis() -> redis.Redis:
+    """One client per process, to the bench broker."""
     global _client
     if _client is None:
         _client = redis.Redis.from_url(BROKER)
     return _client
 
 
+app = peer_app("bench_peer", QUEUE)
+
+
 @app.task(name="bench.peer.noop")
 def noop(index: int) -> None:
     started = time.time()
-    pipe = _redis().pipeline(transaction=False)
+    pipe = peer_redis().pipeline(transaction=False)
     pipe.set(f"{KEY}:first", started, nx=True)
     pipe.set(f"{KEY}:last", time.time())
     pipe.incr(f"{KEY}:done")

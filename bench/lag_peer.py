@@ -18,47 +18,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 import django
-import redis
-from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "echoflow.settings")
 django.setup()
 
 from django_celery_beat.schedulers import DatabaseScheduler  # noqa: E402 (needs django.setup())
 
-BROKER = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/7"
+from bench.celery_peer import peer_app, peer_redis  # noqa: E402
+
 QUEUE = "bench.lagpeer"
 PROBE_QUEUE = "bench.probe"
 KEY = "bench:lagpeer"
 
-app = Celery("bench_lag_peer", broker=BROKER)
-app.conf.update(
-    task_default_queue=QUEUE,
-    task_ignore_result=True,
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_send_sent_event=True,
-    worker_send_task_events=True,
-    timezone="UTC",
-    broker_transport_options={"visibility_timeout": 3600, "queue_order_strategy": "priority"},
-    broker_connection_retry_on_startup=True,
-)
-
-_client: redis.Redis | None = None
-
-
-def _redis() -> redis.Redis:
-    global _client
-    if _client is None:
-        _client = redis.Redis.from_url(BROKER)
-    return _client
+app = peer_app("bench_lag_peer", QUEUE, timezone="UTC")
 
 
 @app.task(name="bench.lagpeer.noop")
 def noop(slot: float = 0.0, sent: float = 0.0) -> None:
     started = time.time()
-    _redis().rpush(KEY, f"{slot} {sent} {started} {time.time()}")
+    peer_redis().rpush(KEY, f"{slot} {sent} {started} {time.time()}")
 
 
 class SlotScheduler(DatabaseScheduler):
