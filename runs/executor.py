@@ -23,6 +23,7 @@ from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from runs import attempt_writes
 from runs.actions import ActionCancelled, ActionContext, ActionError, AwaitingReport, RetryableError, action_execute
 from runs.limits import admission_check, overlap_cancel
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
@@ -75,11 +76,31 @@ def cap_output(value: Any) -> Any:
     return {"truncated": text[:limit], "note": f"output capped at {limit} characters"}
 
 
-def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int] | None:
+def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int, str] | None:
+    """Move a queued run to running if its limits admit it; returns the run, the attempt's number and the
+    organization's signing secret. Runs over a limit wait or are skipped (the overlap policy decides)."""
     with transaction.atomic():
-        run = Run.objects.select_for_update(of=("self",)).select_related("organization").filter(pk=run_id).first()
-        if run is None or run.status != RunStatus.QUEUED:
+        locked = attempt_writes.run_lock(run_id) if attempt_writes.available() else None
+        if locked is not None:
+            run, secret = locked.run, locked.signing_secret
+        else:
+            run_or_none = (
+                Run.objects.select_for_update(of=("self",)).select_related("organization").filter(pk=run_id).first()
+            )
+            if run_or_none is None:
+                return None
+            run, secret = run_or_none, run_or_none.organization.signing_secret
+        if run.status != RunStatus.QUEUED:
             return None
+        started = _start_data(run, worker, now)
+        # The common case, on PostgreSQL: no overlap policy to apply; the organization's limit is checked in the
+        # statement that starts the run (runs.attempt_writes). Otherwise, or when that refuses, decide here.
+        if (
+            locked is not None
+            and not locked.needs_schedule_admission
+            and attempt_writes.run_start(locked, worker=worker, now=now, occurred_at=timezone.now(), data=started)
+        ):
+            return run, run.attempts, secret
         admission = admission_check(run=run)
         if admission.decision == "skip":
             run_transition(
@@ -110,20 +131,25 @@ def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int] | None:
             to=RunStatus.RUNNING,
             sources=[RunStatus.QUEUED],
             expected_attempts=run.attempts,
-            data={
-                "worker": worker,
-                "slot": run.slot.isoformat() if run.slot else None,
-                # Trigger lag: how late the start is against the planned slot (or due time for manual runs).
-                "lag_ms": int(((now - (run.slot or run.due_at)).total_seconds()) * 1000),
-                "trigger": run.trigger,
-            },
+            data=started,
             **{"attempts": number, "worker": worker, "heartbeat_at": now, "next_attempt_at": None, "report_by": None},
             **({"started_at": now} if run.started_at is None else {}),
         )
         if not claimed:
             return None
         RunAttempt.objects.create(run=run, number=number, started_at=now, worker=worker)
-        return run, number
+        return run, number, secret
+
+
+def _start_data(run: Run, worker: str, now: datetime) -> dict[str, Any]:
+    """The ``run.started`` event's data (besides its status)."""
+    return {
+        "worker": worker,
+        "slot": run.slot.isoformat() if run.slot else None,
+        # Trigger lag: how late the start is against the planned slot (or due time for manual runs).
+        "lag_ms": int(((now - (run.slot or run.due_at)).total_seconds()) * 1000),
+        "trigger": run.trigger,
+    }
 
 
 def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
@@ -196,6 +222,16 @@ def _finish(run: Run, number: int, result: AttemptResult, started: float) -> str
                 report_by=now + max(timedelta(seconds=run.timeout_seconds) - elapsed, timedelta(0))
             )
             return RunStatus.RUNNING
+        if result.outcome == AttemptOutcome.SUCCEEDED and attempt_writes.available():
+            moved = attempt_writes.run_succeed(
+                run,
+                number=number,
+                output=result.output,
+                duration_ms=duration_ms,
+                now=now,
+                occurred_at=timezone.now(),
+            )
+            return RunStatus.SUCCEEDED if moved else None
         RunAttempt.objects.filter(run=run, number=number, outcome=AttemptOutcome.RUNNING).update(
             finished_at=now,
             outcome=result.outcome,
@@ -275,7 +311,7 @@ def run_execute(*, run_id: int, worker: str, on_stuck: Callable[[], None] | None
     if claimed is None:
         logger.info("execute: run %s is not queued; nothing to do (duplicate or cancelled)", run_id)
         return None
-    run, number = claimed
+    run, number, signing_secret = claimed
     ctx = ActionContext(
         run_id=run.pk,
         organization_id=run.organization_id,
@@ -285,7 +321,7 @@ def run_execute(*, run_id: int, worker: str, on_stuck: Callable[[], None] | None
         config=run.action_config or {},
         trace_id=run.trace_id,
         deadline=time.monotonic() + run.timeout_seconds,
-        signing_secret=run.organization.signing_secret,
+        signing_secret=signing_secret,
     )
     started = time.monotonic()
     result = _run_action(run, ctx)

@@ -110,6 +110,13 @@ class Run(models.Model):
             # Serves the dispatcher: retries whose backoff has elapsed.
             models.Index(fields=["next_attempt_at"], condition=Q(status="retrying"), name="run_retry_due_idx"),
             models.Index(fields=["organization", "-created_at"], name="run_org_created_idx"),
+            # Serves admission: an organization's running runs (its limit) and waiting runs (who is ahead). Small,
+            # whatever the size of the table; without it the count read the organization's whole history.
+            models.Index(
+                fields=["organization", "status"],
+                condition=Q(status__in=["running", "waiting"]),
+                name="run_org_active_idx",
+            ),
         ]
 
     def __str__(self) -> str:

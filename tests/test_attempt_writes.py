@@ -1,0 +1,236 @@
+"""The executor's PostgreSQL statements (runs/attempt_writes.py) write what the portable ORM path writes, keep
+the organization's limit under concurrent claims, and leave every other case to the ORM path."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+from django.forms.models import model_to_dict
+from django.test.utils import CaptureQueriesContext
+
+from echoflow.accounts.models import Organization
+from echoflow.events.models import OutboxEvent
+from runs import attempt_writes, executor
+from runs.executor import run_execute
+from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
+from runs.services import run_create_adhoc, schedule_run_now
+from schedules.models import Schedule
+from schedules.services import schedule_create
+
+pytestmark = [pytest.mark.postgres]
+
+
+def _schedule(org: Organization, name: str, **extra: Any) -> Schedule:
+    return schedule_create(
+        organization=org,
+        data={"name": name, "trigger_kind": "cron", "cron": "0 0 1 1 *", "action_name": "echoflow.echo", **extra},
+    )
+
+
+def _masked(row: dict[str, Any], *names: str) -> dict[str, Any]:
+    """Timestamps become whether they are set (two runs are not executed at the same instant)."""
+    out = {}
+    for name, value in row.items():
+        if name in names:
+            continue
+        out[name] = ("set" if value is not None else None) if isinstance(value, datetime) or name.endswith("_at") else value
+    return out
+
+
+def _written(run: Run) -> dict[str, Any]:
+    run.refresh_from_db()
+    attempts = [
+        _masked(model_to_dict(a), "id", "run", "duration_ms") for a in RunAttempt.objects.filter(run=run).order_by("number")
+    ]
+    events = [
+        (e.type, e.attempt, e.schedule_id, e.organization_id, {k: v for k, v in e.data.items() if k not in {"lag_ms", "duration_ms"}})
+        for e in OutboxEvent.objects.filter(run_id=run.pk).order_by("id")
+    ]
+    return {
+        "run": _masked(model_to_dict(run), "id", "idempotency_key", "trace_id"),
+        "attempts": attempts,
+        "events": events,
+    }
+
+
+def _statements(queries: CaptureQueriesContext) -> list[str]:
+    """The statements sent, without transaction control (the test's own transaction makes atomic() a savepoint)."""
+    control = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK")
+    return [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(control)]
+
+
+def _execute_orm(run: Run, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    with monkeypatch.context() as patch:
+        patch.setattr(attempt_writes, "available", lambda: False)
+        return run_execute(run_id=run.pk, worker="w1@host")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["schedule", "adhoc"])
+def test_the_fast_path_writes_what_the_orm_path_writes(
+    org: Organization, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    if kind == "schedule":
+        schedule = _schedule(org, "echo", payload={"n": 1, "text": "é'\""}, overlap_policy="allow_all")
+        Schedule.objects.filter(pk=schedule.pk).update(consecutive_failures=2)
+        first, second = (schedule_run_now(schedule=schedule)[0] for _ in range(2))
+    else:
+        first, second = (
+            run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.echo", payload=[1, "x"])[0]
+            for _ in range(2)
+        )
+
+    assert _execute_orm(first, monkeypatch) == RunStatus.SUCCEEDED
+    orm = _written(first)
+    schedule_after_orm = (
+        Schedule.objects.values("last_run_status", "consecutive_failures").get(pk=first.schedule_id)
+        if first.schedule_id
+        else None
+    )
+    if first.schedule_id:
+        Schedule.objects.filter(pk=first.schedule_id).update(consecutive_failures=2, last_run_status="")
+    with CaptureQueriesContext(connection) as queries:
+        assert run_execute(run_id=second.pk, worker="w1@host") == RunStatus.SUCCEEDED
+    fast = _written(second)
+
+    assert fast == orm
+    assert fast["run"]["status"] == RunStatus.SUCCEEDED and fast["run"]["output"] == second.payload
+    assert [e[0] for e in fast["events"]] == ["run.queued", "run.started", "run.succeeded"]
+    if first.schedule_id:
+        assert Schedule.objects.values("last_run_status", "consecutive_failures").get(
+            pk=first.schedule_id
+        ) == schedule_after_orm == {"last_run_status": "succeeded", "consecutive_failures": 0}
+    # Lock, start, succeed: three statements (and their two transactions), not the ORM path's fourteen.
+    assert len(_statements(queries)) == 3, _statements(queries)
+
+
+@pytest.mark.django_db
+def test_a_run_over_the_organization_limit_waits_with_its_reason(org: Organization) -> None:
+    Organization.objects.filter(pk=org.pk).update(max_concurrent_runs=1)
+    busy, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
+    Run.objects.filter(pk=busy.pk).update(status=RunStatus.RUNNING, attempts=1)
+    run, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
+
+    assert run_execute(run_id=run.pk, worker="w") is None
+
+    run.refresh_from_db()
+    assert (run.status, run.waiting_for, run.attempts) == (RunStatus.WAITING, "organization", 0)
+    assert "organization limit: 1 of 1 runs running" in run.status_reason
+    assert not RunAttempt.objects.filter(run=run).exists()
+    assert list(OutboxEvent.objects.filter(run_id=run.pk).values_list("type", flat=True)) == [
+        "run.queued",
+        "run.waiting",
+    ]
+
+
+@pytest.mark.django_db
+def test_a_run_behind_a_waiting_run_of_higher_priority_waits(org: Organization) -> None:
+    ahead, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop", priority=9)
+    Run.objects.filter(pk=ahead.pk).update(status=RunStatus.WAITING, waiting_for="organization")
+    run, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop", priority=5)
+
+    assert run_execute(run_id=run.pk, worker="w") is None
+    assert Run.objects.get(pk=run.pk).status == RunStatus.WAITING
+
+
+@pytest.mark.django_db
+def test_a_run_that_is_not_queued_is_left_alone(org: Organization) -> None:
+    run, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
+    assert run_execute(run_id=run.pk, worker="w") == RunStatus.SUCCEEDED
+    # A duplicate delivery of the same message.
+    with CaptureQueriesContext(connection) as queries:
+        assert run_execute(run_id=run.pk, worker="w") is None
+    assert RunAttempt.objects.filter(run=run).count() == 1
+    assert len(_statements(queries)) == 1
+    assert run_execute(run_id=10**12, worker="w") is None  # no such run
+
+
+@pytest.mark.django_db
+def test_overlap_policies_take_the_orm_path(org: Organization) -> None:
+    schedule = _schedule(org, "one-at-a-time", overlap_policy="skip", max_concurrency=1)
+    busy, _ = schedule_run_now(schedule=schedule)
+    Run.objects.filter(pk=busy.pk).update(status=RunStatus.RUNNING, attempts=1)
+    run, _ = schedule_run_now(schedule=schedule)
+
+    assert run_execute(run_id=run.pk, worker="w") is None
+    run.refresh_from_db()
+    assert run.status == RunStatus.SKIPPED and "overlap policy skip" in run.status_reason
+
+
+@pytest.mark.django_db
+def test_a_success_after_the_run_was_cancelled_changes_only_the_attempt(org: Organization) -> None:
+    run, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
+    with transaction.atomic():
+        locked = attempt_writes.run_lock(run.pk)
+        assert locked is not None
+        assert attempt_writes.run_start(locked, worker="w", now=run.created_at, occurred_at=run.created_at, data={})
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED)
+
+    moved = attempt_writes.run_succeed(
+        locked.run, number=1, output={"x": 1}, duration_ms=5, now=run.created_at, occurred_at=run.created_at
+    )
+
+    assert moved is False
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+    attempt = RunAttempt.objects.get(run=run)
+    assert (attempt.outcome, attempt.output) == (AttemptOutcome.SUCCEEDED, {"x": 1})
+    assert not OutboxEvent.objects.filter(run_id=run.pk, type="run.succeeded").exists()
+
+
+def _locks_waited() -> int:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_waiting_for_the_organization_lock_sees_the_claim_that_held_it(org: Organization) -> None:
+    """The limit check must run after the lock is granted: a claim that waited for another's lock sees it start."""
+    Organization.objects.filter(pk=org.pk).update(max_concurrent_runs=1)
+    first, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
+    second, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
+    holding, release = threading.Event(), threading.Event()
+    results: dict[str, Any] = {}
+
+    def claim_first() -> None:
+        try:
+            with transaction.atomic():
+                locked = attempt_writes.run_lock(first.pk)
+                assert locked is not None
+                holding.set()
+                release.wait(10)
+                results["first"] = attempt_writes.run_start(
+                    locked, worker="a", now=first.created_at, occurred_at=first.created_at, data={}
+                )
+        finally:
+            connection.close()
+
+    def claim_second() -> None:
+        try:
+            results["second"] = executor._claim(second.pk, "b", second.created_at)
+        finally:
+            connection.close()
+
+    a = threading.Thread(target=claim_first)
+    a.start()
+    assert holding.wait(10)
+    b = threading.Thread(target=claim_second)
+    b.start()
+    deadline = time.monotonic() + 10
+    while _locks_waited() == 0:  # the second claim waits for the organization row
+        assert time.monotonic() < deadline, "the second claim never waited for the organization lock"
+        time.sleep(0.01)
+    release.set()
+    a.join(10)
+    b.join(10)
+
+    assert results == {"first": True, "second": None}
+    assert Run.objects.get(pk=first.pk).status == RunStatus.RUNNING
+    assert Run.objects.get(pk=second.pk).status == RunStatus.WAITING
