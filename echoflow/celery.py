@@ -40,7 +40,7 @@ def _close_old_connections(task: Any = None, **_: Any) -> None:
     if ended is not None and time.monotonic() - ended < HEALTH_CHECK_AFTER_IDLE_SECONDS:
         for conn in connections.all(initialized_only=True):
             if conn.connection is not None and not conn.errors_occurred:
-                conn.health_check_done = True
+                conn.health_check_done = True  # type: ignore[attr-defined]
 
 
 def _task_ended(task: Any = None, **kwargs: Any) -> None:

@@ -101,8 +101,9 @@ def database_from_url(name: str, url: str, *, base_dir: Path) -> dict[str, Any]:
         except ValueError:
             raise ConfigError(f"{name}: the port is not a number") from None
         options: dict[str, Any] = {}
-        for key, values in parse_qs(parts.query).items():
+        for key, values in parse_qs(parts.query, keep_blank_values=True).items():
             options[key] = values[-1]
+        options["prepare_threshold"] = _prepare_threshold(name, options.get("prepare_threshold", "5"))
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": database,
@@ -115,6 +116,21 @@ def database_from_url(name: str, url: str, *, base_dir: Path) -> dict[str, Any]:
             "OPTIONS": options,
         }
     raise ConfigError(f"{name}: unsupported scheme {parts.scheme!r}; use postgres://… or sqlite:///…")
+
+
+def _prepare_threshold(name: str, value: str) -> int | None:
+    """psycopg's ``prepare_threshold``: after how many runs on a connection a statement is prepared (only the
+    executor's hot statements can be: Django's own cursors bind on the client). 5 by default; ``none`` turns
+    prepared statements off, as a PgBouncer older than 1.21 in transaction mode needs."""
+    if value.strip().lower() in {"", "none", "off"}:
+        return None
+    try:
+        threshold = int(value)
+    except ValueError:
+        threshold = -1
+    if threshold < 0:
+        raise ConfigError(f"{name}: prepare_threshold must be a whole number >= 0 or none; got {value!r}")
+    return threshold
 
 
 def check_redis_url(name: str, url: str) -> str:

@@ -1,26 +1,29 @@
-"""The executor's writes on PostgreSQL in as few statements as the guarantees allow: claiming a queued run and
+"""The executor's writes on PostgreSQL in as few round trips as the guarantees allow: claiming a queued run and
 recording a successful attempt. Every other case (SQLite, an overlap policy to apply, a run that must wait, a
 failed, cancelled or timed-out attempt) takes the portable ORM path in ``runs.executor`` and ``runs.limits``.
 
-A no-op run through the ORM path cost about 14 statements and 13 ms of the worker's CPU, most of it Django building
-queries (``docs/benchmarks.md`` §4); here it is three statements to claim and one to finish, written by hand.
+A no-op run through the ORM path cost about 14 statements in 8 round trips and 13 ms of the worker's CPU, most of
+it Django building queries (``docs/benchmarks.md`` §4); here it is three statements in two round trips to claim
+and one to finish, written by hand.
 
-**Claim** (inside the caller's transaction):
+**Claim** (inside the caller's transaction; both statements are sent at once, in psycopg's pipeline mode):
 
 1. ``SELECT … FOR UPDATE OF r FOR NO KEY UPDATE OF o``: the run and its organization's row are locked together,
    and the schedule's overlap policy is read (not locked). The organization lock is what serializes admissions
    of one organization, as ``admission_check`` does; FOR NO KEY UPDATE does not collide with the key-share locks
    that inserting runs takes, so the dispatcher's inserts never wait for a claim.
-2. For a run without a schedule or whose schedule allows overlap: one statement moves the run to ``running`` only
-   if the organization is below its limit and no run waits ahead of it (the two checks are subqueries of the
-   ``UPDATE``'s ``WHERE``), and, in data-modifying CTEs of the same statement, writes the ``run.started`` event and
-   the attempt row. The statement starts after statement 1 got its locks, so its snapshot sees every admission
-   committed before (under READ COMMITTED each statement takes a new snapshot; a check in statement 1 itself
-   would not: its snapshot is taken before it waits for the lock).
-   When it moves nothing, the caller falls back to ``admission_check``, which decides (and words) the wait.
+2. One ``UPDATE`` moves the run to ``running`` only if it is still queued, its schedule (if any) allows overlap,
+   the organization is below its limit and no run waits ahead of it (subqueries of its ``WHERE``), and, in
+   data-modifying CTEs of the same statement, writes the ``run.started`` event and the attempt row. The server
+   starts it only after statement 1 got its locks, so its snapshot sees every admission committed before (under
+   READ COMMITTED each statement takes a new snapshot; a check in statement 1 itself would not: its snapshot is
+   taken before it waits for the lock).
+   When it moves nothing and the run is queued, the caller decides with ``admission_check`` (which words the
+   wait, or applies the overlap policy), still holding the locks.
 
-**Finish** (succeeded): one statement closes the attempt, moves the run, writes ``run.succeeded`` and the
-schedule's last outcome. Both statements write exactly the rows and values of the ORM path; tests compare them.
+**Finish** (succeeded): one statement, committed on its own, closes the attempt, moves the run, writes
+``run.succeeded`` and the schedule's last outcome. Both write exactly the rows and values of the ORM path; tests
+compare them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from django.db import connection
 
 from echoflow.accounts.models import Organization
 from echoflow.events.models import OutboxEvent
+from runs import run_writes
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
 from schedules.models import OverlapPolicy, Schedule
 
@@ -72,13 +76,14 @@ class LockedRun:
     signing_secret: str
     overlap_policy: str | None
 
-    @property
-    def needs_schedule_admission(self) -> bool:
-        return self.overlap_policy is not None and self.overlap_policy != OverlapPolicy.ALLOW_ALL
-
 
 def available() -> bool:
-    return connection.vendor == "postgresql"
+    """PostgreSQL with psycopg 3 (the pipeline mode); Django also runs on psycopg 2."""
+    if connection.vendor != "postgresql":
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return bool(is_psycopg3)
 
 
 def _table(model: Any) -> str:
@@ -96,11 +101,7 @@ def _lock_sql() -> str:
     )
 
 
-def run_lock(run_id: int) -> LockedRun | None:
-    """Statement 1: lock the run and its organization; None if the run does not exist."""
-    with connection.cursor() as cursor:
-        cursor.execute(_lock_sql(), [run_id])
-        row = cursor.fetchone()
+def _locked(row: tuple[Any, ...] | None) -> LockedRun | None:
     if row is None:
         return None
     values = dict(zip(_RUN_COLUMNS, row[: len(_RUN_COLUMNS)], strict=True))
@@ -117,71 +118,86 @@ def run_lock(run_id: int) -> LockedRun | None:
 @lru_cache(maxsize=1)
 def _start_sql() -> str:
     runs, events, attempts = _table(Run), _table(OutboxEvent), _table(RunAttempt)
+    organizations, schedules = _table(Organization), _table(Schedule)
     return f"""
         WITH claimed AS (
-            UPDATE {runs}
-            SET status = %(running)s, attempts = attempts + 1, worker = %(worker)s, heartbeat_at = %(now)s,
-                next_attempt_at = NULL, report_by = NULL, started_at = COALESCE(started_at, %(now)s)
-            WHERE id = %(id)s AND status = %(queued)s AND attempts = %(attempts)s
-              AND (SELECT count(*) FROM {runs} WHERE organization_id = %(org)s AND status = %(running)s)
-                  < %(max_concurrent_runs)s
+            UPDATE {runs} AS r
+            SET status = %(running)s, attempts = r.attempts + 1, worker = %(worker)s, heartbeat_at = %(now)s,
+                next_attempt_at = NULL, report_by = NULL, started_at = COALESCE(r.started_at, %(now)s)
+            FROM {organizations} AS o
+            WHERE r.id = %(id)s AND o.id = r.organization_id AND r.status = %(queued)s
               AND NOT EXISTS (
-                  SELECT 1 FROM {runs}
-                  WHERE organization_id = %(org)s AND status = %(waiting)s AND waiting_for = %(wait_org)s
-                    AND (priority > %(priority)s OR (priority = %(priority)s AND id < %(id)s))
+                  SELECT 1 FROM {schedules} AS s WHERE s.id = r.schedule_id AND s.overlap_policy <> %(allow_all)s
               )
-            RETURNING id, organization_id, schedule_id, attempts
+              AND (SELECT count(*) FROM {runs} AS x WHERE x.organization_id = r.organization_id
+                   AND x.status = %(running)s) < o.max_concurrent_runs
+              AND NOT EXISTS (
+                  SELECT 1 FROM {runs} AS x
+                  WHERE x.organization_id = r.organization_id AND x.status = %(waiting)s
+                    AND x.waiting_for = %(wait_org)s
+                    AND (x.priority > r.priority OR (x.priority = r.priority AND x.id < r.id))
+              )
+            RETURNING r.id, r.organization_id, r.schedule_id, r.attempts, r.slot, r.due_at, r.trigger
         ),
         event AS (
             INSERT INTO {events}
                 (event_id, type, occurred_at, organization_id, schedule_id, run_id, attempt, data, stream_id)
             SELECT gen_random_uuid(), 'run.started', %(occurred_at)s, organization_id, schedule_id, id, attempts,
-                   %(data)s::jsonb, ''
+                   jsonb_build_object(
+                       'status', %(running)s::text,
+                       'worker', %(worker)s::text,
+                       'slot', CASE WHEN slot IS NULL THEN NULL ELSE {run_writes.SLOT_ISOFORMAT} END,
+                       'lag_ms', trunc(extract(epoch FROM %(now)s - coalesce(slot, due_at)) * 1000)::bigint,
+                       'trigger', trigger
+                   ),
+                   ''
             FROM claimed
         ),
         attempt AS (
-            INSERT INTO {attempts} (run_id, number, started_at, finished_at, outcome, error, output, worker, duration_ms)
+            INSERT INTO {attempts}
+                (run_id, number, started_at, finished_at, outcome, error, output, worker, duration_ms)
             SELECT id, attempts, %(now)s, NULL, %(attempt_running)s, '', NULL, %(worker)s, NULL FROM claimed
         )
         SELECT count(*) FROM claimed
     """
 
 
-def run_start(locked: LockedRun, *, worker: str, now: datetime, occurred_at: datetime, data: dict[str, Any]) -> bool:
-    """Statement 2: start the locked run if the organization's limit admits it; False when it does not (the run
-    stays queued and the caller decides with ``admission_check``)."""
+def run_claim(run_id: int, *, worker: str, now: datetime, occurred_at: datetime) -> tuple[LockedRun | None, bool]:
+    """Statements 1 and 2 in one round trip; the caller holds a transaction. Returns the locked run (None if it
+    does not exist) as it was before, and whether statement 2 started it."""
     from runs.limits import WAIT_ORGANIZATION
 
+    params: dict[str, Any] = {
+        "id": run_id,
+        "worker": worker,
+        "now": now,
+        "occurred_at": occurred_at,
+        "running": RunStatus.RUNNING.value,
+        "queued": RunStatus.QUEUED.value,
+        "waiting": RunStatus.WAITING.value,
+        "wait_org": WAIT_ORGANIZATION,
+        "allow_all": OverlapPolicy.ALLOW_ALL.value,
+        "attempt_running": AttemptOutcome.RUNNING.value,
+    }
+    connection.ensure_connection()
+    with (
+        connection.connection.pipeline(),
+        run_writes.server_binding_cursor(prepared=True) as lock,
+        run_writes.server_binding_cursor(prepared=True) as start,
+    ):
+        lock.execute(_lock_sql(), [run_id])
+        start.execute(_start_sql(), params)
+        locked = _locked(lock.fetchone())
+        (count,) = start.fetchone()
+    if locked is None or not count:
+        return locked, False
     run = locked.run
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _start_sql(),
-            {
-                "id": run.pk,
-                "org": run.organization_id,
-                "attempts": run.attempts,
-                "priority": run.priority,
-                "max_concurrent_runs": locked.max_concurrent_runs,
-                "worker": worker,
-                "now": now,
-                "occurred_at": occurred_at,
-                "data": json.dumps({"status": RunStatus.RUNNING.value, **data}),
-                "running": RunStatus.RUNNING.value,
-                "queued": RunStatus.QUEUED.value,
-                "waiting": RunStatus.WAITING.value,
-                "wait_org": WAIT_ORGANIZATION,
-                "attempt_running": AttemptOutcome.RUNNING.value,
-            },
-        )
-        (count,) = cursor.fetchone()
-    if not count:
-        return False
     run.status = RunStatus.RUNNING
     run.attempts += 1
     run.worker, run.heartbeat_at, run.next_attempt_at, run.report_by = worker, now, None, None
     if run.started_at is None:
         run.started_at = now
-    return True
+    return locked, True
 
 
 @lru_cache(maxsize=1)
@@ -215,12 +231,11 @@ def _succeed_sql() -> str:
     """
 
 
-def run_succeed(
-    run: Run, *, number: int, output: Any, duration_ms: int, now: datetime, occurred_at: datetime
-) -> bool:
+def run_succeed(run: Run, *, number: int, output: Any, duration_ms: int, now: datetime, occurred_at: datetime) -> bool:
     """Record attempt ``number`` of ``run`` as succeeded; False if the run was no longer running it (cancelled,
-    reaped): then, as on the ORM path, only the attempt row is closed."""
-    with connection.cursor() as cursor:
+    reaped): then, as on the ORM path, only the attempt row is closed. One statement: outside a transaction it
+    commits by itself."""
+    with run_writes.server_binding_cursor(prepared=True) as cursor:
         cursor.execute(
             _succeed_sql(),
             {

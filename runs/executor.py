@@ -80,8 +80,12 @@ def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int, str] | No
     """Move a queued run to running if its limits admit it; returns the run, the attempt's number and the
     organization's signing secret. Runs over a limit wait or are skipped (the overlap policy decides)."""
     with transaction.atomic():
-        locked = attempt_writes.run_lock(run_id) if attempt_writes.available() else None
-        if locked is not None:
+        if attempt_writes.available():
+            locked, started = attempt_writes.run_claim(run_id, worker=worker, now=now, occurred_at=timezone.now())
+            if locked is None:
+                return None
+            if started:  # the common case: see runs.attempt_writes
+                return locked.run, locked.run.attempts, locked.signing_secret
             run, secret = locked.run, locked.signing_secret
         else:
             run_or_none = (
@@ -92,15 +96,6 @@ def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int, str] | No
             run, secret = run_or_none, run_or_none.organization.signing_secret
         if run.status != RunStatus.QUEUED:
             return None
-        started = _start_data(run, worker, now)
-        # The common case, on PostgreSQL: no overlap policy to apply; the organization's limit is checked in the
-        # statement that starts the run (runs.attempt_writes). Otherwise, or when that refuses, decide here.
-        if (
-            locked is not None
-            and not locked.needs_schedule_admission
-            and attempt_writes.run_start(locked, worker=worker, now=now, occurred_at=timezone.now(), data=started)
-        ):
-            return run, run.attempts, secret
         admission = admission_check(run=run)
         if admission.decision == "skip":
             run_transition(
@@ -131,7 +126,7 @@ def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int, str] | No
             to=RunStatus.RUNNING,
             sources=[RunStatus.QUEUED],
             expected_attempts=run.attempts,
-            data=started,
+            data=_start_data(run, worker, now),
             **{"attempts": number, "worker": worker, "heartbeat_at": now, "next_attempt_at": None, "report_by": None},
             **({"started_at": now} if run.started_at is None else {}),
         )
@@ -210,6 +205,12 @@ def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
 def _finish(run: Run, number: int, result: AttemptResult, started: float) -> str | None:
     now = timezone.now()
     duration_ms = int((time.monotonic() - started) * 1000)
+    if result.outcome == AttemptOutcome.SUCCEEDED and attempt_writes.available():
+        # One statement, its own transaction (runs.attempt_writes).
+        moved = attempt_writes.run_succeed(
+            run, number=number, output=result.output, duration_ms=duration_ms, now=now, occurred_at=timezone.now()
+        )
+        return RunStatus.SUCCEEDED if moved else None
     with transaction.atomic():
         if result.outcome == AWAITING_REPORT:
             # The event is out; the external executor reports the outcome. The attempt stays open until then,
@@ -222,16 +223,6 @@ def _finish(run: Run, number: int, result: AttemptResult, started: float) -> str
                 report_by=now + max(timedelta(seconds=run.timeout_seconds) - elapsed, timedelta(0))
             )
             return RunStatus.RUNNING
-        if result.outcome == AttemptOutcome.SUCCEEDED and attempt_writes.available():
-            moved = attempt_writes.run_succeed(
-                run,
-                number=number,
-                output=result.output,
-                duration_ms=duration_ms,
-                now=now,
-                occurred_at=timezone.now(),
-            )
-            return RunStatus.SUCCEEDED if moved else None
         RunAttempt.objects.filter(run=run, number=number, outcome=AttemptOutcome.RUNNING).update(
             finished_at=now,
             outcome=result.outcome,

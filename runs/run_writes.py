@@ -191,14 +191,17 @@ def rows_fetch(query: QuerySet[Any, Any]) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
-def _server_binding_cursor() -> CursorWrapper:
+def _server_binding_cursor(*, prepared: bool = False) -> CursorWrapper:
     """A cursor that sends parameters apart from the statement (PostgreSQL with psycopg 3).
 
     Django's psycopg cursors bind on the client: each array of a batch would be quoted into the SQL text value by
     value, in Python, which cost more than the rest of the statement. Server-side binding hands the arrays to
-    psycopg's C dumpers.
+    psycopg's C dumpers. ``prepared``: the cursor of the executor's hot statements (``runs.attempt_writes``),
+    which psycopg prepares once a connection has run one ``prepare_threshold`` times (5 by default; set it to
+    none in ``DATABASE_URL`` behind a PgBouncer older than 1.21 in transaction mode): their planning cost more
+    than running them.
     """
-    cursor_class = _server_binding_cursor_class()
+    cursor_class = _server_binding_cursor_class(prepared)
     if cursor_class is None:  # psycopg2: client-side binding only
         return connection.cursor()
     connection.ensure_connection()
@@ -207,8 +210,11 @@ def _server_binding_cursor() -> CursorWrapper:
     return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
 
 
-@lru_cache(maxsize=1)
-def _server_binding_cursor_class() -> Any:
+server_binding_cursor = _server_binding_cursor
+
+
+@lru_cache(maxsize=2)
+def _server_binding_cursor_class(prepared: bool) -> Any:
     try:
         from django.db.backends.postgresql import base
     except ImportError:
@@ -216,11 +222,13 @@ def _server_binding_cursor_class() -> Any:
     server_binding: Any = getattr(base, "ServerBindingCursor", None)  # only with psycopg 3
     if server_binding is None:
         return None
+    if prepared:
+        return server_binding
 
     class BatchCursor(server_binding):
         """Parameters in binary (psycopg's text dumper formats a list of datetimes in Python, 15 times slower), and
-        never a named prepared statement: they break behind PgBouncer in transaction mode (and planning these
-        statements costs little next to running them)."""
+        never a named prepared statement: each batch statement runs a few times a second at most, and planning
+        it costs little next to running it."""
 
         def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: Any = None) -> Any:
             return super().execute(query, params, prepare=False, binary=True)
@@ -293,7 +301,7 @@ _FROM_PLAN = {
 
 # ins.slot as Python's isoformat() writes a UTC instant (what the ORM path puts in the event): seconds, then
 # microseconds only when there are any, then +00:00.
-_SLOT_ISOFORMAT = (
+SLOT_ISOFORMAT = (
     "to_char(slot AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
     " || CASE WHEN mod(extract(microsecond FROM slot)::bigint, 1000000) = 0 THEN ''"
     " ELSE to_char(slot AT TIME ZONE 'UTC', '.US') END || '+00:00'"
@@ -352,7 +360,7 @@ def _postgresql_insert() -> tuple[str, tuple[tuple[str, Field[Any, Any]], ...]]:
             INSERT INTO {events_table}
                 (event_id, type, occurred_at, organization_id, schedule_id, run_id, attempt, data, stream_id)
             SELECT gen_random_uuid(), 'run.queued', %(occurred_at)s, organization_id, schedule_id, id,
-                   0, jsonb_build_object('status', %(queued)s::text, 'slot', {_SLOT_ISOFORMAT}), ''
+                   0, jsonb_build_object('status', %(queued)s::text, 'slot', {SLOT_ISOFORMAT}), ''
             FROM ins
             ORDER BY id
         )

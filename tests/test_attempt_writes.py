@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -38,17 +38,20 @@ def _masked(row: dict[str, Any], *names: str) -> dict[str, Any]:
     for name, value in row.items():
         if name in names:
             continue
-        out[name] = ("set" if value is not None else None) if isinstance(value, datetime) or name.endswith("_at") else value
+        is_time = isinstance(value, datetime) or name.endswith("_at")
+        out[name] = ("set" if value is not None else None) if is_time else value
     return out
 
 
 def _written(run: Run) -> dict[str, Any]:
     run.refresh_from_db()
     attempts = [
-        _masked(model_to_dict(a), "id", "run", "duration_ms") for a in RunAttempt.objects.filter(run=run).order_by("number")
+        _masked(model_to_dict(a), "id", "run", "duration_ms")
+        for a in RunAttempt.objects.filter(run=run).order_by("number")
     ]
+    timing = {"lag_ms", "duration_ms"}
     events = [
-        (e.type, e.attempt, e.schedule_id, e.organization_id, {k: v for k, v in e.data.items() if k not in {"lag_ms", "duration_ms"}})
+        (e.type, e.attempt, e.schedule_id, e.organization_id, {k: v for k, v in e.data.items() if k not in timing})
         for e in OutboxEvent.objects.filter(run_id=run.pk).order_by("id")
     ]
     return {
@@ -71,14 +74,17 @@ def _execute_orm(run: Run, monkeypatch: pytest.MonkeyPatch) -> str | None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("kind", ["schedule", "adhoc"])
+@pytest.mark.parametrize("kind", ["schedule", "slot", "whole-second-slot", "adhoc"])
 def test_the_fast_path_writes_what_the_orm_path_writes(
     org: Organization, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    if kind == "schedule":
+    if kind != "adhoc":
         schedule = _schedule(org, "echo", payload={"n": 1, "text": "é'\""}, overlap_policy="allow_all")
         Schedule.objects.filter(pk=schedule.pk).update(consecutive_failures=2)
         first, second = (schedule_run_now(schedule=schedule)[0] for _ in range(2))
+        if kind != "schedule":  # planned runs: the event names the slot, as isoformat() writes it
+            slot = datetime(2026, 11, 23, 9, 30, 0, 0 if kind == "whole-second-slot" else 120, tzinfo=UTC)
+            Run.objects.filter(pk__in=[first.pk, second.pk]).update(slot=slot, trigger="schedule")
     else:
         first, second = (
             run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.echo", payload=[1, "x"])[0]
@@ -102,9 +108,11 @@ def test_the_fast_path_writes_what_the_orm_path_writes(
     assert fast["run"]["status"] == RunStatus.SUCCEEDED and fast["run"]["output"] == second.payload
     assert [e[0] for e in fast["events"]] == ["run.queued", "run.started", "run.succeeded"]
     if first.schedule_id:
-        assert Schedule.objects.values("last_run_status", "consecutive_failures").get(
-            pk=first.schedule_id
-        ) == schedule_after_orm == {"last_run_status": "succeeded", "consecutive_failures": 0}
+        assert (
+            Schedule.objects.values("last_run_status", "consecutive_failures").get(pk=first.schedule_id)
+            == schedule_after_orm
+            == {"last_run_status": "succeeded", "consecutive_failures": 0}
+        )
     # Lock, start, succeed: three statements (and their two transactions), not the ORM path's fourteen.
     assert len(_statements(queries)) == 3, _statements(queries)
 
@@ -142,11 +150,12 @@ def test_a_run_behind_a_waiting_run_of_higher_priority_waits(org: Organization) 
 def test_a_run_that_is_not_queued_is_left_alone(org: Organization) -> None:
     run, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
     assert run_execute(run_id=run.pk, worker="w") == RunStatus.SUCCEEDED
-    # A duplicate delivery of the same message.
+    # A duplicate delivery of the same message: the claim's two statements, nothing written.
     with CaptureQueriesContext(connection) as queries:
         assert run_execute(run_id=run.pk, worker="w") is None
     assert RunAttempt.objects.filter(run=run).count() == 1
-    assert len(_statements(queries)) == 1
+    assert len(_statements(queries)) == 2
+    assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
     assert run_execute(run_id=10**12, worker="w") is None  # no such run
 
 
@@ -166,9 +175,8 @@ def test_overlap_policies_take_the_orm_path(org: Organization) -> None:
 def test_a_success_after_the_run_was_cancelled_changes_only_the_attempt(org: Organization) -> None:
     run, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
     with transaction.atomic():
-        locked = attempt_writes.run_lock(run.pk)
-        assert locked is not None
-        assert attempt_writes.run_start(locked, worker="w", now=run.created_at, occurred_at=run.created_at, data={})
+        locked, started = attempt_writes.run_claim(run.pk, worker="w", now=run.created_at, occurred_at=run.created_at)
+        assert locked is not None and started
     Run.objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED)
 
     moved = attempt_writes.run_succeed(
@@ -200,15 +208,13 @@ def test_a_claim_waiting_for_the_organization_lock_sees_the_claim_that_held_it(o
     results: dict[str, Any] = {}
 
     def claim_first() -> None:
+        # Another worker's claim of the first run, between its lock and its commit.
         try:
-            with transaction.atomic():
-                locked = attempt_writes.run_lock(first.pk)
-                assert locked is not None
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT id FROM accounts_organization WHERE id = %s FOR NO KEY UPDATE", [org.pk])
                 holding.set()
                 release.wait(10)
-                results["first"] = attempt_writes.run_start(
-                    locked, worker="a", now=first.created_at, occurred_at=first.created_at, data={}
-                )
+                Run.objects.filter(pk=first.pk).update(status=RunStatus.RUNNING, attempts=1)
         finally:
             connection.close()
 
@@ -231,6 +237,33 @@ def test_a_claim_waiting_for_the_organization_lock_sees_the_claim_that_held_it(o
     a.join(10)
     b.join(10)
 
-    assert results == {"first": True, "second": None}
-    assert Run.objects.get(pk=first.pk).status == RunStatus.RUNNING
+    assert results == {"second": None}
     assert Run.objects.get(pk=second.pk).status == RunStatus.WAITING
+    assert Run.objects.get(pk=second.pk).waiting_for == "organization"
+
+
+def _prepared() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("threshold", [5, None])
+def test_the_hot_statements_are_prepared_unless_turned_off(org: Organization, threshold: int | None) -> None:
+    # Planning them cost more than running them; DATABASE_URL's ?prepare_threshold=none (PgBouncer) turns it off.
+    connection.ensure_connection()
+    before = connection.connection.prepare_threshold
+    connection.connection.prepare_threshold = threshold
+    try:
+        for _ in range(7):
+            run, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
+            assert run_execute(run_id=run.pk, worker="w") == RunStatus.SUCCEEDED
+        prepared = _prepared()
+    finally:
+        connection.connection.prepare_threshold = before
+    if threshold is None:
+        assert prepared == []
+    else:
+        marks = ("'run.started'", "'run.succeeded'", "FOR NO KEY UPDATE OF o")
+        assert len([s for s in prepared if any(mark in s for mark in marks)]) == 3
