@@ -2,22 +2,23 @@
 recording a successful attempt. Every other case (SQLite, an overlap policy to apply, a run that must wait, a
 failed, cancelled or timed-out attempt) takes the portable ORM path in ``runs.executor`` and ``runs.limits``.
 
-A no-op run through the ORM path cost about 14 statements in 8 round trips and 13 ms of the worker's CPU, most of
-it Django building queries (``docs/benchmarks.md`` §4); here it is three statements in two round trips to claim
-and one to finish, written by hand.
+A no-op run through the ORM path cost about 14 statements and 13 ms of the worker's CPU, most of it Django building
+queries (``docs/benchmarks.md`` §4); here it is two statements to claim and one to finish, written by hand and
+prepared (``run_writes.server_binding_cursor``). (Sending the claim's two statements at once in psycopg's pipeline
+mode was measured too: it cost more CPU than the round trip it saved.)
 
-**Claim** (inside the caller's transaction; both statements are sent at once, in psycopg's pipeline mode):
+**Claim** (inside the caller's transaction):
 
 1. ``SELECT … FOR UPDATE OF r FOR NO KEY UPDATE OF o``: the run and its organization's row are locked together,
    and the schedule's overlap policy is read (not locked). The organization lock is what serializes admissions
    of one organization, as ``admission_check`` does; FOR NO KEY UPDATE does not collide with the key-share locks
    that inserting runs takes, so the dispatcher's inserts never wait for a claim.
-2. One ``UPDATE`` moves the run to ``running`` only if it is still queued, its schedule (if any) allows overlap,
+2. If the run is queued, one ``UPDATE`` moves it to ``running`` only if its schedule (if any) allows overlap,
    the organization is below its limit and no run waits ahead of it (subqueries of its ``WHERE``), and, in
-   data-modifying CTEs of the same statement, writes the ``run.started`` event and the attempt row. The server
-   starts it only after statement 1 got its locks, so its snapshot sees every admission committed before (under
-   READ COMMITTED each statement takes a new snapshot; a check in statement 1 itself would not: its snapshot is
-   taken before it waits for the lock).
+   data-modifying CTEs of the same statement, writes the ``run.started`` event and the attempt row. It starts
+   after statement 1 got its locks, so its snapshot sees every admission committed before (under READ
+   COMMITTED each statement takes a new snapshot; a check in statement 1 itself would not: its snapshot is taken
+   before it waits for the lock).
    When it moves nothing and the run is queued, the caller decides with ``admission_check`` (which words the
    wait, or applies the overlap policy), still holding the locks.
 
@@ -78,7 +79,7 @@ class LockedRun:
 
 
 def available() -> bool:
-    """PostgreSQL with psycopg 3 (the pipeline mode); Django also runs on psycopg 2."""
+    """PostgreSQL with psycopg 3 (server-side binding, prepared statements); Django also runs on psycopg 2."""
     if connection.vendor != "postgresql":
         return False
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
@@ -163,8 +164,8 @@ def _start_sql() -> str:
 
 
 def run_claim(run_id: int, *, worker: str, now: datetime, occurred_at: datetime) -> tuple[LockedRun | None, bool]:
-    """Statements 1 and 2 in one round trip; the caller holds a transaction. Returns the locked run (None if it
-    does not exist) as it was before, and whether statement 2 started it."""
+    """Statements 1 and 2; the caller holds a transaction. Returns the locked run (None if it does not exist) as
+    it was before, and whether statement 2 started it."""
     from runs.limits import WAIT_ORGANIZATION
 
     params: dict[str, Any] = {
@@ -179,16 +180,13 @@ def run_claim(run_id: int, *, worker: str, now: datetime, occurred_at: datetime)
         "allow_all": OverlapPolicy.ALLOW_ALL.value,
         "attempt_running": AttemptOutcome.RUNNING.value,
     }
-    connection.ensure_connection()
-    with (
-        connection.connection.pipeline(),
-        run_writes.server_binding_cursor(prepared=True) as lock,
-        run_writes.server_binding_cursor(prepared=True) as start,
-    ):
-        lock.execute(_lock_sql(), [run_id])
-        start.execute(_start_sql(), params)
-        locked = _locked(lock.fetchone())
-        (count,) = start.fetchone()
+    with run_writes.server_binding_cursor(prepared=True) as cursor:
+        cursor.execute(_lock_sql(), [run_id])
+        locked = _locked(cursor.fetchone())
+        if locked is None or locked.run.status != RunStatus.QUEUED:
+            return locked, False
+        cursor.execute(_start_sql(), params)
+        (count,) = cursor.fetchone()
     if locked is None or not count:
         return locked, False
     run = locked.run

@@ -150,11 +150,11 @@ def test_a_run_behind_a_waiting_run_of_higher_priority_waits(org: Organization) 
 def test_a_run_that_is_not_queued_is_left_alone(org: Organization) -> None:
     run, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
     assert run_execute(run_id=run.pk, worker="w") == RunStatus.SUCCEEDED
-    # A duplicate delivery of the same message: the claim's two statements, nothing written.
+    # A duplicate delivery of the same message: the lock statement, nothing written.
     with CaptureQueriesContext(connection) as queries:
         assert run_execute(run_id=run.pk, worker="w") is None
     assert RunAttempt.objects.filter(run=run).count() == 1
-    assert len(_statements(queries)) == 2
+    assert len(_statements(queries)) == 1
     assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
     assert run_execute(run_id=10**12, worker="w") is None  # no such run
 
