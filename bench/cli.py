@@ -66,6 +66,7 @@ def scenario_options(name: str, options: argparse.Namespace) -> dict[str, Any]:
         return {
             "sizes": sizes,
             "pools": options.system_pool or (["threads"] if smoke else ["prefork", "threads"]),
+            "beats": options.beat or ["apart", "embedded"],
             "idle": 3.0 if smoke else 15.0,
             "peer_max": options.peer_max or (1000 if smoke else sizes[-1]),
             "peer_limit": 30.0 if smoke else 180.0,
@@ -103,6 +104,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", action="append", choices=["prefork", "threads"], help="throughput: pools; repeatable")
     p.add_argument(
         "--system-pool", action="append", choices=["prefork", "threads"], help="memory: system worker pools; repeatable"
+    )
+    p.add_argument(
+        "--beat",
+        action="append",
+        choices=["apart", "embedded"],
+        help="memory: beat as its own process, or inside the system worker (-B); repeatable",
     )
     p.add_argument("--peer-max", type=int, default=0, help="memory: largest N given to beat (default: all sizes)")
     p.add_argument("--requests", type=int, default=0, help="api: timed requests per case (default 200)")

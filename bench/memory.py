@@ -1,7 +1,9 @@
 """Scenario 3 — memory: the dispatcher's peak RSS and cold start with N schedules, most of them not due.
 
 EchoFlow, the real processes: ``celery beat`` (EchoFlowScheduler) and one worker on ``echoflow.system`` (prefork,
-1 pool process: the dispatcher). N cron schedules, copied in: ``DUE`` of them ``* * * * * *`` and due now (runs
+1 pool process, or the threads pool with 2 threads: the dispatcher); or, with ``beat="embedded"``, that worker
+alone with beat inside it (``celery worker -B``: beat runs in a process forked from the worker, sharing its pages).
+N cron schedules, copied in: ``DUE`` of them ``* * * * * *`` and due now (runs
 every tick), the rest due some time in the next 30 days. Cold start = from starting both processes until the
 first tick's DispatcherHeartbeat row. Then they idle through ``idle`` seconds of ticks.
 
@@ -106,6 +108,7 @@ class TreeMemory:
 @dataclass
 class MemoryFigures:
     system: str
+    variant: str
     count: int
     parts: dict[str, TreeMemory]
     cold_start_s: float | None
@@ -144,7 +147,7 @@ def schedules_generate(count: int) -> float:
     return time.monotonic() - started_copy
 
 
-def echoflow_side(*, count: int, pool: str, copied: float, idle: float, workdir: Path) -> MemoryFigures:
+def echoflow_side(*, count: int, pool: str, beat: str, copied: float, idle: float, workdir: Path) -> MemoryFigures:
     from runs.models import DispatcherHeartbeat
     from schedules.models import Schedule
 
@@ -156,17 +159,22 @@ def echoflow_side(*, count: int, pool: str, copied: float, idle: float, workdir:
     children = Children()
     cold: float | None = None
     started = time.time()
-    beat = children.start(
-        ["-m", "celery", "-A", "echoflow", "beat", "-l", "WARNING", "--pidfile", str(workdir / "beat.pid"),
-         "-s", str(workdir / "beat-schedule")],
-        log=log,
-    )  # fmt: skip
+    parts: dict[str, TreeMemory] = {}
+    embedded = beat == "embedded"
+    if not embedded:
+        beat_process = children.start(
+            ["-m", "celery", "-A", "echoflow", "beat", "-l", "WARNING", "--pidfile", str(workdir / "beat.pid"),
+             "-s", str(workdir / "beat-schedule")],
+            log=log,
+        )  # fmt: skip
+        parts["beat"] = TreeMemory(beat_process.pid)
     worker = children.start(
         ["-m", "celery", "-A", "echoflow", "worker", "-P", pool, "-c", "1" if pool == "prefork" else "2",
-         "-Q", "echoflow.system", "-n", "bench-dispatcher@%h", *WORKER_FLAGS],
+         "-Q", "echoflow.system", "-n", "bench-dispatcher@%h", *WORKER_FLAGS,
+         *(["-B", "-s", str(workdir / "beat-schedule")] if embedded else [])],
         log=log,
     )  # fmt: skip
-    parts = {"beat": TreeMemory(beat.pid), "dispatcher worker": TreeMemory(worker.pid)}
+    parts["dispatcher worker"] = TreeMemory(worker.pid)
     from echoflow.celery import app
 
     node = f"bench-dispatcher@{socket.gethostname()}"
@@ -196,7 +204,9 @@ def echoflow_side(*, count: int, pool: str, copied: float, idle: float, workdir:
     up = "—" if worker_up is None else f"{worker_up:.1f} s"
     note = f"{count:,} rows copied in {copied:.1f} s; worker answered a ping at {up}; {runs:,} runs written"
     concurrency = "1 process" if pool == "prefork" else "2 threads"
-    return MemoryFigures(f"EchoFlow (system worker {pool}, {concurrency})", count, parts, cold, note)
+    variant = f"{pool}, beat {'inside (-B)' if embedded else 'apart'}"
+    system = f"EchoFlow (system worker {pool}, {concurrency}; beat {'inside it, -B' if embedded else 'apart'})"
+    return MemoryFigures(system, variant, count, parts, cold, note)
 
 
 def peer_side(*, count: int, limit: float, workdir: Path) -> MemoryFigures:
@@ -248,14 +258,27 @@ def peer_side(*, count: int, limit: float, workdir: Path) -> MemoryFigures:
         note += f"; beat exited with status {exited} before its first send"
     elif cold is None:
         note += f"; no first send within {limit:.0f} s: stopped there"
-    return MemoryFigures("django-celery-beat", count, parts, cold, note)
+    return MemoryFigures("django-celery-beat", "beat", count, parts, cold, note)
 
 
-def run(*, sizes: list[int], pools: list[str], idle: float, peer_max: int, peer_limit: float, workdir: Path) -> None:
+def run(
+    *,
+    sizes: list[int],
+    pools: list[str],
+    beats: list[str],
+    idle: float,
+    peer_max: int,
+    peer_limit: float,
+    workdir: Path,
+) -> None:
     ours: list[MemoryFigures] = []
+    variants = [(pool, beat) for beat in beats for pool in pools]
     for n in sizes:
         copied = schedules_generate(n)
-        ours.extend(echoflow_side(count=n, pool=pool, copied=copied, idle=idle, workdir=workdir) for pool in pools)
+        ours.extend(
+            echoflow_side(count=n, pool=pool, beat=beat, copied=copied, idle=idle, workdir=workdir)
+            for pool, beat in variants
+        )
     peers: list[MemoryFigures] = []
     for n in sizes:
         if n > peer_max:
@@ -268,13 +291,13 @@ def run(*, sizes: list[int], pools: list[str], idle: float, peer_max: int, peer_
     rows = []
     for figures in [*ours, *peers]:
         peer = by_count.get(figures.count)
-        beat_mb = figures.parts["beat"].hwm_mb
+        beat_part = figures.parts.get("beat")
         worker = figures.parts.get("dispatcher worker")
         rows.append(
             [
                 figures.system,
                 figures.count,
-                f"{beat_mb:.0f}",
+                f"{beat_part.hwm_mb:.0f}" if beat_part else "in the worker",
                 f"{worker.hwm_mb:.0f} ({worker.processes} proc)" if worker else "—",
                 f"{figures.hwm_mb:.0f}",
                 f"{figures.pss_mb:.0f}",
@@ -286,7 +309,7 @@ def run(*, sizes: list[int], pools: list[str], idle: float, peer_max: int, peer_
     first = [f for f in ours if f.count == sizes[0]]
     last = [f for f in ours if f.count == sizes[-1]]
     growth = ", ".join(
-        f"{a.system.split('(')[1].split(',')[0]}: {(b.hwm_mb / a.hwm_mb - 1) * 100:+.1f} %" if a.hwm_mb else "n/a"
+        f"{a.variant}: {(b.hwm_mb / a.hwm_mb - 1) * 100:+.1f} %" if a.hwm_mb else "n/a"
         for a, b in zip(first, last, strict=True)
     )
     print_table(

@@ -77,7 +77,9 @@ def test_memory_smoke_prints_each_size_and_beat(smoke_output: str) -> None:
     assert "cold start s" in header
     assert "total vs beat" in header
     ours = [row for row in rows if row[0].startswith("EchoFlow")]
-    assert [row[1] for row in ours] == ["1,000", "5,000"]
+    # Beat apart, then beat inside the system worker (-B), at each size.
+    assert [row[1] for row in ours] == ["1,000", "1,000", "5,000", "5,000"]
+    assert [row[2] == "in the worker" for row in ours] == [False, True, False, True]
     assert any(row[0] == "django-celery-beat" for row in rows)
     cold = header.index("cold start s")
     assert all(row[cold] != "—" for row in ours)  # the dispatcher ticked at every size
