@@ -6,6 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from echoflow.api.serializers.fast import FastRepresentation
 from echoflow.api.serializers.fields import documented_enum
 from runs.models import Run, RunAttempt, RunStatus
 from runs.report import REPORT_STATUSES
@@ -41,7 +42,7 @@ RUN_FIELDS = [
 ]
 
 
-class RunSerializer(serializers.ModelSerializer[Run]):
+class RunSerializer(FastRepresentation, serializers.ModelSerializer[Run]):
     schedule_name = serializers.SerializerMethodField()
 
     class Meta:
@@ -56,7 +57,7 @@ class RunSerializer(serializers.ModelSerializer[Run]):
         return run.schedule.name if run.schedule_id and run.schedule is not None else None
 
 
-class RunAttemptSerializer(serializers.ModelSerializer[RunAttempt]):
+class RunAttemptSerializer(FastRepresentation, serializers.ModelSerializer[RunAttempt]):
     class Meta:
         model = RunAttempt
         fields = ["number", "started_at", "finished_at", "outcome", "error", "output", "worker", "duration_ms"]

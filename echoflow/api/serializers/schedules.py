@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfoNotFoundError
 
 from rest_framework import serializers
 
+from echoflow.api.serializers.fast import FastRepresentation
 from echoflow.api.serializers.fields import InstantField, documented_enum
 from schedules.management.commands.preview import MAX_COUNT
 from schedules.models import Schedule
@@ -34,7 +35,7 @@ READ_ONLY = (
 )
 
 
-class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
+class ScheduleSerializer(FastRepresentation, serializers.ModelSerializer[Schedule]):
     trigger_description = serializers.SerializerMethodField()
 
     class Meta:
