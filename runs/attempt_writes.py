@@ -9,18 +9,21 @@ mode was measured too: it cost more CPU than the round trip it saved.)
 
 **Claim** (inside the caller's transaction):
 
-1. ``SELECT … FOR UPDATE OF r FOR NO KEY UPDATE OF o``: the run and its organization's row are locked together,
-   and the schedule's overlap policy is read (not locked). The organization lock is what serializes admissions
-   of one organization, as ``admission_check`` does; FOR NO KEY UPDATE does not collide with the key-share locks
-   that inserting runs takes, so the dispatcher's inserts never wait for a claim.
-2. If the run is queued, one ``UPDATE`` moves it to ``running`` only if its schedule (if any) allows overlap,
-   the organization is below its limit and no run waits ahead of it (subqueries of its ``WHERE``), and, in
+1. ``SELECT … FOR UPDATE OF r FOR NO KEY UPDATE OF o``, with the schedule's row locked FOR NO KEY UPDATE in a
+   lateral subquery: the run, its schedule and its organization are locked together. The schedule and
+   organization locks are what serialize admissions of one schedule and of one organization, as
+   ``admission_check`` does (which takes them in the same order, schedule first); FOR NO KEY UPDATE does not
+   collide with the key-share locks that inserting runs takes, so the dispatcher's inserts never wait for a claim.
+2. If the run is queued, one ``UPDATE`` moves it to ``running`` only if its schedule (if any) admits it without a
+   decision (it allows overlap, or fewer than ``max_concurrency`` of its runs run and, for the buffered policies,
+   no older run of it waits or is queued), the organization is below its limit and no run waits ahead of it
+   (subqueries of its ``WHERE``), and, in
    data-modifying CTEs of the same statement, writes the ``run.started`` event and the attempt row. It starts
    after statement 1 got its locks, so its snapshot sees every admission committed before (under READ
    COMMITTED each statement takes a new snapshot; a check in statement 1 itself would not: its snapshot is taken
    before it waits for the lock).
-   When it moves nothing and the run is queued, the caller decides with ``admission_check`` (which words the
-   wait, or applies the overlap policy), still holding the locks.
+   When it moves nothing and the run is queued, the caller decides with ``admission_check`` (which skips, makes
+   the run wait, or cancels the oldest running run, as the policy says), still holding the locks.
 
 **Finish** (succeeded): one statement, committed on its own, closes the attempt, moves the run, writes
 ``run.succeeded`` and the schedule's last outcome. Both write exactly the rows and values of the ORM path; tests
@@ -94,10 +97,13 @@ def _table(model: Any) -> str:
 @lru_cache(maxsize=1)
 def _lock_sql() -> str:
     columns = ", ".join(f"r.{connection.ops.quote_name(name)}" for name in _RUN_COLUMNS)
+    # The schedule's row is locked in a lateral subquery (a locking clause cannot name the nullable side of an
+    # outer join): it is locked first, then the run and the organization.
     return (
         f"SELECT {columns}, o.max_concurrent_runs, o.signing_secret, s.overlap_policy "
         f"FROM {_table(Run)} AS r JOIN {_table(Organization)} AS o ON o.id = r.organization_id "
-        f"LEFT JOIN {_table(Schedule)} AS s ON s.id = r.schedule_id "
+        f"LEFT JOIN LATERAL (SELECT overlap_policy FROM {_table(Schedule)} WHERE id = r.schedule_id "
+        "FOR NO KEY UPDATE) AS s ON true "
         "WHERE r.id = %s FOR UPDATE OF r FOR NO KEY UPDATE OF o"
     )
 
@@ -127,9 +133,24 @@ def _start_sql() -> str:
                 next_attempt_at = NULL, report_by = NULL, started_at = COALESCE(r.started_at, %(now)s)
             FROM {organizations} AS o
             WHERE r.id = %(id)s AND o.id = r.organization_id AND r.status = %(queued)s
-              AND NOT EXISTS (
-                  SELECT 1 FROM {schedules} AS s WHERE s.id = r.schedule_id AND s.overlap_policy <> %(allow_all)s
-              )
+              AND (r.schedule_id IS NULL OR EXISTS (
+                  -- The schedule's overlap policy admits it without a decision: it allows overlap, or fewer than
+                  -- max_concurrency of its runs are running (and, when buffered, no older run of it waits or
+                  -- is queued). Anything else (skip, wait, cancel the oldest) is admission_check's to decide.
+                  SELECT 1 FROM {schedules} AS s
+                  WHERE s.id = r.schedule_id AND (
+                      s.overlap_policy = %(allow_all)s
+                      OR (
+                          (SELECT count(*) FROM {runs} AS x WHERE x.schedule_id = s.id AND x.status = %(running)s)
+                              < s.max_concurrency
+                          AND (s.overlap_policy NOT IN (%(buffer_one)s, %(buffer_all)s) OR NOT EXISTS (
+                              SELECT 1 FROM {runs} AS x
+                              WHERE x.schedule_id = s.id AND x.status IN (%(waiting)s, %(queued)s)
+                                AND (x.priority > r.priority OR (x.priority = r.priority AND x.id < r.id))
+                          ))
+                      )
+                  )
+              ))
               AND (SELECT count(*) FROM {runs} AS x WHERE x.organization_id = r.organization_id
                    AND x.status = %(running)s) < o.max_concurrent_runs
               AND NOT EXISTS (
@@ -178,6 +199,8 @@ def run_claim(run_id: int, *, worker: str, now: datetime, occurred_at: datetime)
         "waiting": RunStatus.WAITING.value,
         "wait_org": WAIT_ORGANIZATION,
         "allow_all": OverlapPolicy.ALLOW_ALL.value,
+        "buffer_one": OverlapPolicy.BUFFER_ONE.value,
+        "buffer_all": OverlapPolicy.BUFFER_ALL.value,
         "attempt_running": AttemptOutcome.RUNNING.value,
     }
     with run_writes.server_binding_cursor(prepared=True) as cursor:

@@ -121,6 +121,13 @@ class Run(models.Model):
                 condition=Q(status__in=["running", "waiting"]),
                 name="run_org_active_idx",
             ),
+            # Serves admission by overlap policy: a schedule's running runs, and its waiting or queued ones (who
+            # is ahead of a buffered run); without it the count read the schedule's whole history.
+            models.Index(
+                fields=["schedule", "status"],
+                condition=Q(status__in=["queued", "waiting", "running"]),
+                name="run_schedule_active_idx",
+            ),
         ]
 
     def __str__(self) -> str:

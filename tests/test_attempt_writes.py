@@ -74,15 +74,16 @@ def _execute_orm(run: Run, monkeypatch: pytest.MonkeyPatch) -> str | None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("kind", ["schedule", "slot", "whole-second-slot", "adhoc"])
+@pytest.mark.parametrize("kind", ["schedule", "slot", "whole-second-slot", "skip-policy", "buffer_all-policy", "adhoc"])
 def test_the_fast_path_writes_what_the_orm_path_writes(
     org: Organization, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     if kind != "adhoc":
-        schedule = _schedule(org, "echo", payload={"n": 1, "text": "é'\""}, overlap_policy="allow_all")
+        policy = kind.removesuffix("-policy") if kind.endswith("-policy") else "allow_all"
+        schedule = _schedule(org, "echo", payload={"n": 1, "text": "é'\""}, overlap_policy=policy)
         Schedule.objects.filter(pk=schedule.pk).update(consecutive_failures=2)
         first, second = (schedule_run_now(schedule=schedule)[0] for _ in range(2))
-        if kind != "schedule":  # planned runs: the event names the slot, as isoformat() writes it
+        if "slot" in kind:  # planned runs: the event names the slot, as isoformat() writes it
             slot = datetime(2026, 11, 23, 9, 30, 0, 0 if kind == "whole-second-slot" else 120, tzinfo=UTC)
             Run.objects.filter(pk__in=[first.pk, second.pk]).update(slot=slot, trigger="schedule")
     else:
@@ -160,7 +161,7 @@ def test_a_run_that_is_not_queued_is_left_alone(org: Organization) -> None:
 
 
 @pytest.mark.django_db
-def test_overlap_policies_take_the_orm_path(org: Organization) -> None:
+def test_a_run_its_overlap_policy_must_decide_on_takes_the_orm_path(org: Organization) -> None:
     schedule = _schedule(org, "one-at-a-time", overlap_policy="skip", max_concurrency=1)
     busy, _ = schedule_run_now(schedule=schedule)
     Run.objects.filter(pk=busy.pk).update(status=RunStatus.RUNNING, attempts=1)
@@ -169,6 +170,31 @@ def test_overlap_policies_take_the_orm_path(org: Organization) -> None:
     assert run_execute(run_id=run.pk, worker="w") is None
     run.refresh_from_db()
     assert run.status == RunStatus.SKIPPED and "overlap policy skip" in run.status_reason
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("policy", ["buffer_one", "buffer_all"])
+def test_a_buffered_run_behind_an_older_queued_run_of_its_schedule_waits(org: Organization, policy: str) -> None:
+    schedule = _schedule(org, "in-order", overlap_policy=policy, max_concurrency=1)
+    older, _ = schedule_run_now(schedule=schedule)
+    newer, _ = schedule_run_now(schedule=schedule)
+
+    assert run_execute(run_id=newer.pk, worker="w") is None  # its message came first; the older run is ahead
+    assert Run.objects.get(pk=newer.pk).status == RunStatus.WAITING
+    assert run_execute(run_id=older.pk, worker="w") == RunStatus.SUCCEEDED
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("policy", ["skip", "buffer_one", "buffer_all", "cancel_other"])
+def test_a_schedule_with_room_under_its_policy_starts_on_the_fast_path(org: Organization, policy: str) -> None:
+    schedule = _schedule(org, "room", overlap_policy=policy, max_concurrency=2)
+    busy, _ = schedule_run_now(schedule=schedule)
+    Run.objects.filter(pk=busy.pk).update(status=RunStatus.RUNNING, attempts=1)  # one of two running
+    run, _ = schedule_run_now(schedule=schedule)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert run_execute(run_id=run.pk, worker="w") == RunStatus.SUCCEEDED
+    assert len(_statements(queries)) == 3, _statements(queries)
 
 
 @pytest.mark.django_db
