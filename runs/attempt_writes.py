@@ -72,13 +72,11 @@ _JSON_COLUMNS = frozenset({"backoff_seconds", "action_config", "payload"})
 
 @dataclass
 class LockedRun:
-    """Statement 1's row: the run (with only ``_RUN_COLUMNS`` loaded), its organization's limit and secret, and
-    the overlap policy of its schedule (None without one)."""
+    """Statement 1's row: the run (with only ``_RUN_COLUMNS`` loaded) and its organization's signing secret (the
+    limits are read again by statement 2, after the locks)."""
 
     run: Run
-    max_concurrent_runs: int
     signing_secret: str
-    overlap_policy: str | None
 
 
 def available() -> bool:
@@ -100,9 +98,9 @@ def _lock_sql() -> str:
     # The schedule's row is locked in a lateral subquery (a locking clause cannot name the nullable side of an
     # outer join): it is locked first, then the run and the organization.
     return (
-        f"SELECT {columns}, o.max_concurrent_runs, o.signing_secret, s.overlap_policy "
+        f"SELECT {columns}, o.signing_secret "
         f"FROM {_table(Run)} AS r JOIN {_table(Organization)} AS o ON o.id = r.organization_id "
-        f"LEFT JOIN LATERAL (SELECT overlap_policy FROM {_table(Schedule)} WHERE id = r.schedule_id "
+        f"LEFT JOIN LATERAL (SELECT id FROM {_table(Schedule)} WHERE id = r.schedule_id "
         "FOR NO KEY UPDATE) AS s ON true "
         "WHERE r.id = %s FOR UPDATE OF r FOR NO KEY UPDATE OF o"
     )
@@ -118,8 +116,7 @@ def _locked(row: tuple[Any, ...] | None) -> LockedRun | None:
     # from_db takes the loaded values in the model's field order, and defers the fields not given.
     names = [f.attname for f in Run._meta.concrete_fields if f.attname in values]
     run = Run.from_db(connection.alias, names, [values[name] for name in names])
-    max_concurrent_runs, signing_secret, overlap_policy = row[len(_RUN_COLUMNS) :]
-    return LockedRun(run, int(max_concurrent_runs), str(signing_secret), overlap_policy)
+    return LockedRun(run, str(row[len(_RUN_COLUMNS)]))
 
 
 @lru_cache(maxsize=1)
@@ -210,7 +207,7 @@ def run_claim(run_id: int, *, worker: str, now: datetime, occurred_at: datetime)
             return locked, False
         cursor.execute(_start_sql(), params)
         (count,) = cursor.fetchone()
-    if locked is None or not count:
+    if not count:
         return locked, False
     run = locked.run
     run.status = RunStatus.RUNNING

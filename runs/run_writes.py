@@ -7,7 +7,7 @@ and the schedules' new ``next_run_at``, state and counters — all in the caller
 On PostgreSQL that is two statements per batch, their text the same whatever its size: the runs and their events
 in one ``INSERT … SELECT`` from ``unnest`` of a few arrays joined to the locked schedule rows (the run's copy of
 the schedule's settings never travels through Python), and the schedules in one ``UPDATE … FROM unnest(…)``. They
-run on a cursor that binds the arrays in binary on the server (``_server_binding_cursor``), as does the claim
+run on a cursor that binds the arrays in binary on the server (``server_binding_cursor``), as does the claim
 query (``rows_fetch``). Elsewhere (SQLite, the embedded default) the portable ORM path does the same with ``Run``
 objects, ``runs_insert``, ``events_record`` and ``bulk_update``.
 """
@@ -162,7 +162,7 @@ def schedules_save_plan(schedules: Sequence[DueSchedule]) -> None:
     params = [ids, *([getattr(s, f.attname) for s in schedules] for f in fields), ids]
     # "s.id = ANY(ids)" besides the join: the rows are found through the primary key, not by hashing the whole
     # table (which the planner prefers while the table is small, and which grows with it).
-    with _server_binding_cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} AS s SET {assignments} FROM unnest({arrays}) AS v({names}) "
             "WHERE s.id = v.id AND s.id = ANY(%b::bigint[])",
@@ -186,12 +186,12 @@ def rows_fetch(query: QuerySet[Any, Any]) -> list[tuple[Any, ...]]:
     if connection.vendor != "postgresql":
         return list(query)
     sql, params = query.query.sql_with_params()
-    with _server_binding_cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
 
-def _server_binding_cursor(*, prepared: bool = False) -> CursorWrapper:
+def server_binding_cursor(*, prepared: bool = False) -> CursorWrapper:
     """A cursor that sends parameters apart from the statement (PostgreSQL with psycopg 3).
 
     Django's psycopg cursors bind on the client: each array of a batch would be quoted into the SQL text value by
@@ -208,9 +208,6 @@ def _server_binding_cursor(*, prepared: bool = False) -> CursorWrapper:
     connection.validate_thread_sharing()
     raw = cursor_class(connection.connection)
     return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
-
-
-server_binding_cursor = _server_binding_cursor
 
 
 @lru_cache(maxsize=2)
@@ -384,6 +381,6 @@ def _insert_postgresql(planned: Sequence[PlannedRun], *, now: datetime, resend_a
         "queued": RunStatus.QUEUED.value,
         "occurred_at": timezone.now(),
     }
-    with _server_binding_cursor() as cursor:
+    with server_binding_cursor() as cursor:
         cursor.execute(sql, params)
         return [NewRun(pk, schedule_id, priority, sent) for pk, schedule_id, priority, sent in cursor.fetchall()]
