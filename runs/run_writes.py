@@ -67,16 +67,22 @@ def _slot_text(slot: datetime) -> str:
 def run_from_schedule(
     schedule: Schedule,
     *,
-    slot: datetime,
+    slot: datetime | None,
     due_at: datetime,
     trigger: str,
     now: datetime,
     round_index: int | None,
+    idempotency_key: str | None = None,
 ) -> Run:
+    """A new queued run with the schedule's settings; its key is the slot's unless another is given (a run
+    outside the slots: run now)."""
+    if idempotency_key is None:
+        assert slot is not None, "a run outside the slots needs its own idempotency key"
+        idempotency_key = scheduled_run_key(schedule.pk, slot)
     return Run(
         organization_id=schedule.organization_id,
-        schedule_id=schedule.pk,
-        idempotency_key=scheduled_run_key(schedule.pk, slot),
+        schedule=schedule,
+        idempotency_key=idempotency_key,
         trigger=trigger,
         slot=slot,
         due_at=due_at,

@@ -19,6 +19,7 @@ from echoflow.events.bus import EventSpec, event_record
 from runs.actions import action_validate
 from runs.executor import backoff_delay, retry_budget_left, schedule_record_outcome
 from runs.models import FINAL_STATUSES, AttemptOutcome, Run, RunAttempt, RunStatus, RunTrigger
+from runs.run_writes import run_from_schedule
 from runs.transitions import run_transition
 from schedules.models import DEFAULT_BACKOFF, Schedule
 
@@ -61,22 +62,8 @@ def schedule_run_now(
     """Queue a run of the schedule immediately, outside its slots; the same key returns the same run."""
     now = now or timezone.now()
     key = f"o{schedule.organization_id}:manual:{idempotency_key}" if idempotency_key else f"manual:{uuid.uuid4().hex}"
-    run = Run(
-        organization_id=schedule.organization_id,
-        schedule=schedule,
-        idempotency_key=key,
-        trigger=trigger,
-        slot=None,
-        due_at=now,
-        max_attempts=schedule.max_attempts,
-        backoff_seconds=schedule.backoff_seconds,
-        timeout_seconds=schedule.timeout_seconds,
-        priority=schedule.priority,
-        action_kind=schedule.action_kind,
-        action_name=schedule.action_name,
-        action_config=schedule.action_config,
-        payload=schedule.payload,
-        trace_id=Run.new_trace_id(),
+    run = run_from_schedule(
+        schedule, slot=None, due_at=now, trigger=trigger, now=now, round_index=None, idempotency_key=key
     )
     run, created = _insert_run(run)
     if created:
