@@ -16,11 +16,12 @@ from django.utils import timezone
 from echoflow.accounts.models import Organization
 from echoflow.audit.models import AuditEntry
 from echoflow.events.bus import EventSpec, event_record
-from echoflow.observability.models import Alert, AlertRule, ScheduleAlertRule
+from echoflow.observability.models import ScheduleAlertRule
 from echoflow.observability.processor import events_process
-from echoflow.observability.services import alert_raise, alert_resolve, schedule_alert_key
+from echoflow.observability.services import alert_resolve
 from schedules.models import Schedule
 from tests.test_admin import change_form, change_url, make_schedule, messages_of
+from tests.test_api_helpers import failing_alert
 
 pytestmark = pytest.mark.django_db
 
@@ -34,18 +35,6 @@ def _event(schedule: Schedule, kind: str, **data: Any) -> None:
         ),
         occurred_at=timezone.now() - timedelta(hours=1),
     )
-
-
-def _failing(schedule: Schedule) -> Alert:
-    alert = alert_raise(
-        rule=AlertRule.CONSECUTIVE_FAILURES,
-        key=schedule_alert_key(schedule.pk),
-        title=f"Schedule '{schedule.name}' failed 3 times in a row",
-        organization_id=schedule.organization_id,
-        schedule_id=schedule.pk,
-    )
-    assert alert is not None
-    return alert
 
 
 # --- the schedule's page ------------------------------------------------------------------------------------------
@@ -134,8 +123,8 @@ def test_the_alert_rule_admin_saves_through_the_service(admin_client: Client, or
 def test_alerts_are_listed_by_status_and_acknowledged_with_the_action(
     admin_client: Client, admin_user: User, org: Organization
 ) -> None:
-    still_failing = _failing(make_schedule(org, "nightly"))
-    recovered = _failing(make_schedule(org, "hourly"))
+    still_failing = failing_alert(make_schedule(org, "nightly"))
+    recovered = failing_alert(make_schedule(org, "hourly"))
     alert_resolve(rule=recovered.rule, key=recovered.key, note="run 7 succeeded")
 
     listed = admin_client.get(ALERTS, {"status": "open"})

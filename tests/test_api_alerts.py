@@ -18,13 +18,13 @@ from echoflow.observability.services import (
     alert_acknowledge,
     alert_raise,
     alert_resolve,
-    schedule_alert_key,
 )
 from schedules.models import Schedule
 from tests.test_api_helpers import (
     API,
     _fresh_rate_limits,  # noqa: F401
     client_for,
+    failing_alert,
     make_schedule,
 )
 
@@ -39,17 +39,11 @@ def operator(org: Organization) -> APIClient:
 
 
 def _failing(schedule: Schedule, *, minutes: int = 0) -> Alert:
-    alert = alert_raise(
-        rule=AlertRule.CONSECUTIVE_FAILURES,
-        key=schedule_alert_key(schedule.pk),
-        title=f"Schedule '{schedule.name}' failed 3 times in a row",
+    return failing_alert(
+        schedule,
         detail={"schedule": schedule.pk, "consecutive_failures": 3, "last_error": "HTTP 503"},
-        organization_id=schedule.organization_id,
-        schedule_id=schedule.pk,
         now=T0 + timedelta(minutes=minutes),
     )
-    assert alert is not None
-    return alert
 
 
 def _stalled(*, minutes: int = 0) -> Alert:

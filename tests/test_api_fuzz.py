@@ -30,10 +30,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from echoflow.accounts.models import Organization
-from echoflow.observability.models import AlertRule
-from echoflow.observability.services import alert_raise, schedule_alert_key
 from tests.test_api_helpers import (
     _fresh_rate_limits,  # noqa: F401
+    failing_alert,
     make_schedule,
     queued_run,
     token_for,
@@ -91,13 +90,7 @@ def admin_token(db: None) -> str:
     for index in range(3):
         schedule = make_schedule(org, f"fuzz-{index}")
         queued_run(org, schedule)
-        alert_raise(
-            rule=AlertRule.CONSECUTIVE_FAILURES,
-            key=schedule_alert_key(schedule.pk),
-            title=f"Schedule '{schedule.name}' failed 3 times in a row",
-            organization_id=org.pk,
-            schedule_id=schedule.pk,
-        )
+        failing_alert(schedule)
     return token_for(user_in(org, "admin"), org, name="fuzzer")
 
 

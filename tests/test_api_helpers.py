@@ -16,6 +16,8 @@ from echoflow.accounts.models import Organization
 from echoflow.accounts.services import membership_set, token_create
 from echoflow.audit.models import AuditEntry
 from echoflow.events.models import OutboxEvent
+from echoflow.observability.models import Alert, AlertRule
+from echoflow.observability.services import alert_raise, schedule_alert_key
 from runs.models import Run, RunAttempt, RunStatus
 from runs.services import run_create_adhoc, schedule_run_now
 from schedules.models import Schedule
@@ -84,6 +86,20 @@ def make_schedule(org: Organization, name: str = "nightly", **extra: Any) -> Sch
 def queued_run(org: Organization, schedule: Schedule | None = None) -> Run:
     run, _ = schedule_run_now(schedule=schedule or make_schedule(org, f"for-run-{Run.objects.count()}"))
     return run
+
+
+def failing_alert(schedule: Schedule, **extra: Any) -> Alert:
+    """An open consecutive-failures alert about ``schedule``, as the alert rules raise it."""
+    alert = alert_raise(
+        rule=AlertRule.CONSECUTIVE_FAILURES,
+        key=schedule_alert_key(schedule.pk),
+        title=f"Schedule '{schedule.name}' failed 3 times in a row",
+        organization_id=schedule.organization_id,
+        schedule_id=schedule.pk,
+        **extra,
+    )
+    assert alert is not None
+    return alert
 
 
 def run_in(org: Organization, status: str, **fields: Any) -> Run:

@@ -20,14 +20,13 @@ from rest_framework.test import APIClient
 
 from echoflow.accounts.models import ROLE_PERMISSIONS, ApiToken, Organization
 from echoflow.accounts.services import membership_set, token_create
-from echoflow.observability.models import AlertRule
-from echoflow.observability.services import alert_raise, schedule_alert_key
 from runs.models import RunStatus
 from tests.test_api_helpers import (
     API,
     ROLES,
     _fresh_rate_limits,  # noqa: F401
     client_for,
+    failing_alert,
     make_schedule,
     queued_run,
     run_in,
@@ -84,15 +83,7 @@ def _paused(org: Organization) -> int:
 def _alert(org: Organization) -> int:
     """An open consecutive-failures alert about a fresh schedule of ``org``."""
     schedule = make_schedule(org, f"alerting-{org.slug}")
-    alert = alert_raise(
-        rule=AlertRule.CONSECUTIVE_FAILURES,
-        key=schedule_alert_key(schedule.pk),
-        title=f"Schedule '{schedule.name}' failed 3 times in a row",
-        organization_id=org.pk,
-        schedule_id=schedule.pk,
-    )
-    assert alert is not None
-    return alert.pk
+    return failing_alert(schedule).pk
 
 
 ENDPOINTS = [

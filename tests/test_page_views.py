@@ -12,12 +12,13 @@ from django.test import Client
 from django.urls import reverse
 
 from echoflow.accounts.models import Organization
-from echoflow.observability.models import Alert, AlertRule
-from echoflow.observability.services import alert_acknowledge, alert_raise, alert_resolve, schedule_alert_key
+from echoflow.observability.models import AlertRule
+from echoflow.observability.services import alert_acknowledge, alert_raise, alert_resolve
 from runs.models import AttemptOutcome, Run, RunStatus
 from runs.services import run_create_adhoc
 from schedules.models import Schedule, ScheduleState
 from schedules.services import schedule_pause
+from tests.test_api_helpers import failing_alert
 from tests.test_page_support import PASSWORD, htmx, make_run, make_schedule, member
 
 pytestmark = pytest.mark.django_db
@@ -292,11 +293,11 @@ def test_tiles_and_success_rate_cover_the_last_24_hours(org: Organization, other
         make_run(org, flaky, status=RunStatus.QUEUED, created_at=now - timedelta(minutes=1))
         make_run(org, good, created_at=now - timedelta(hours=30))  # outside the window
         make_run(other_org, None, status=RunStatus.FAILED)  # another tenant's
-        _alert(flaky)
-        alert_acknowledge(alert=_alert(good))  # someone is on it: not open, counted in the note
-        resolved = _alert(make_schedule(org, "recovered"))
+        failing_alert(flaky)
+        alert_acknowledge(alert=failing_alert(good))  # someone is on it: not open, counted in the note
+        resolved = failing_alert(make_schedule(org, "recovered"))
         alert_resolve(rule=resolved.rule, key=resolved.key, note="run 3 succeeded")
-        _alert(make_schedule(other_org, "theirs"))  # another tenant's
+        failing_alert(make_schedule(other_org, "theirs"))  # another tenant's
         alert_raise(rule=AlertRule.DISPATCHER_STALLED, key="dispatcher", title="The dispatcher has not ticked")
         html = as_user(org, "viewer").get(INDEX).content.decode()
     tiles = html[html.index('id="tiles"') : html.index("</section>", html.index('id="tiles"'))]
@@ -320,18 +321,6 @@ def test_tiles_partial_refreshes_alone(org: Organization) -> None:
     assert html.lstrip().startswith('<section id="tiles"')
     assert "no finished runs yet" in html
     assert "Open alerts" in html and "tile-alert" not in html  # nothing raised: the tile is calm
-
-
-def _alert(schedule: Schedule) -> Alert:
-    alert = alert_raise(
-        rule=AlertRule.CONSECUTIVE_FAILURES,
-        key=schedule_alert_key(schedule.pk),
-        title=f"Schedule '{schedule.name}' failed 3 times in a row",
-        organization_id=schedule.organization_id,
-        schedule_id=schedule.pk,
-    )
-    assert alert is not None
-    return alert
 
 
 # --- actions -----------------------------------------------------------------------------------------------------
