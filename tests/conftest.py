@@ -129,6 +129,21 @@ def _drop_other_connections() -> None:
             )
 
 
+def child_env(var_dir: object, *, with_redis: bool = True, **extra: str) -> dict[str, str]:
+    """The environment of a child process (a real worker, the chaos command) on the test's database and Redis."""
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DEBUG": "1",
+        "ECHOFLOW_VAR_DIR": str(var_dir),
+        **extra,
+    }
+    if with_redis:
+        env["REDIS_URL"] = settings.REDIS_URL
+    return env
+
+
 def wait_until(predicate: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition") -> None:
     """Poll ``predicate`` until true: waiting for a real worker, not a sleep standing in for control of time."""
     import time as _time

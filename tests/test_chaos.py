@@ -3,13 +3,13 @@ from the database and the stream that nothing was lost or duplicated (the full r
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from django.db import connection
+
+from tests.conftest import child_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,13 +27,7 @@ def _figures(output: str) -> dict[str, str]:
 
 @pytest.mark.django_db(transaction=True)
 def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "DEBUG": "1",
-        "ECHOFLOW_VAR_DIR": str(tmp_path),
-    }
+    env = child_env(tmp_path, with_redis=False)  # the chaos command runs a Redis of its own
     command = [sys.executable, "manage.py", "chaos", "--schedules", "30", "--duration", "45", "--kill-every", "5"]
     command += ["--outage", "8", "--settle", "300", "--seed", "11"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)

@@ -16,7 +16,6 @@ import pytest
 import redis
 import time_machine
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from echoflow.accounts.models import Organization
@@ -27,7 +26,7 @@ from runs.executor import run_execute
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
 from runs.services import runs_reap, schedule_run_now
 from schedules.services import schedule_create
-from tests.conftest import wait_until
+from tests.conftest import child_env, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,14 +77,7 @@ def test_a_worker_killed_mid_attempt_is_reaped_and_the_run_retried(org: Organiza
         },
     )
     run, _ = schedule_run_now(schedule=schedule)
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "DEBUG": "1",
-        "ECHOFLOW_VAR_DIR": str(tmp_path),
-    }
+    env = child_env(tmp_path)
     worker = subprocess.Popen(
         [
             sys.executable,

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from echoflow.accounts.models import Organization
@@ -27,7 +26,7 @@ from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
 from runs.services import run_cancel, runs_interrupt, schedule_run_now
 from schedules.models import Schedule
 from schedules.services import schedule_create
-from tests.conftest import wait_until
+from tests.conftest import child_env, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,15 +53,7 @@ def start_worker(tmp_path: Path) -> Iterator[object]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(grace: float) -> subprocess.Popen[bytes]:
-        db = connection.settings_dict
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
-            "REDIS_URL": settings.REDIS_URL,
-            "DEBUG": "1",
-            "ECHOFLOW_VAR_DIR": str(tmp_path),
-            "ECHOFLOW_SHUTDOWN_GRACE": str(grace),
-        }
+        env = child_env(tmp_path, ECHOFLOW_SHUTDOWN_GRACE=str(grace))
         worker = subprocess.Popen(
             [
                 *(sys.executable, "-m", "celery", "-A", "echoflow", "worker", "--pool", "prefork", "-c", "1"),
