@@ -4,7 +4,7 @@ EchoFlow, the real processes: ``celery beat`` (EchoFlowScheduler) and one worker
 1 pool process, or the threads pool with 2 threads: the dispatcher); or, with ``beat="embedded"``, that worker
 alone with beat inside it (``celery worker -B``: beat runs in a process forked from the worker, sharing its pages).
 N cron schedules, copied in: ``DUE`` of them ``* * * * * *`` and due now (runs
-every tick), the rest due some time in the next 30 days. Cold start = from starting both processes until the
+every tick), the rest due some time in the next 30 days. Cold start = from starting the processes until the
 first tick's DispatcherHeartbeat row. Then they idle through ``idle`` seconds of ticks.
 
 Peer: django-celery-beat's ``celery beat`` (DatabaseScheduler, via bench.lag_peer) with N PeriodicTasks on a
