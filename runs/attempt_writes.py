@@ -3,11 +3,15 @@ recording a successful attempt. Every other case (SQLite, an overlap policy to a
 failed, cancelled or timed-out attempt) takes the portable ORM path in ``runs.executor`` and ``runs.limits``.
 
 A no-op run through the ORM path cost about 14 statements and 13 ms of the worker's CPU, most of it Django building
-queries (``docs/benchmarks.md`` §4); here it is two statements to claim and one to finish, written by hand and
-prepared (``run_writes.server_binding_cursor``). (Sending the claim's two statements at once in psycopg's pipeline
-mode was measured too: it cost more CPU than the round trip it saved.)
+queries (``docs/benchmarks.md`` §4); here it is one statement to claim and one to finish, written by hand and
+prepared (``run_writes.server_binding_cursor``).
 
-**Claim** (inside the caller's transaction):
+**Claim**: ``SELECT * FROM echoflow_run_claim(run, worker, now, occurred_at)``, the PL/pgSQL function created by
+migration ``runs/0008``. The executor calls it outside a transaction, so BEGIN, the locks, the writes and COMMIT
+take one round trip and the organization's lock (which every claim of the organization waits for) is held only
+while the server works, never across a network round trip. (It used to be two statements in the caller's
+transaction: four round trips with BEGIN and COMMIT, and a third of a run's time in the worker. Sending them at
+once in psycopg's pipeline mode was measured too: it cost more CPU than the round trips it saved.) Inside it:
 
 1. ``SELECT … FOR UPDATE OF r FOR NO KEY UPDATE OF o``, with the schedule's row locked FOR NO KEY UPDATE in a
    lateral subquery: the run, its schedule and its organization are locked together. The schedule and
@@ -17,13 +21,14 @@ mode was measured too: it cost more CPU than the round trip it saved.)
 2. If the run is queued, one ``UPDATE`` moves it to ``running`` only if its schedule (if any) admits it without a
    decision (it allows overlap, or fewer than ``max_concurrency`` of its runs run and, for the buffered policies,
    no older run of it waits or is queued), the organization is below its limit and no run waits ahead of it
-   (subqueries of its ``WHERE``), and, in
-   data-modifying CTEs of the same statement, writes the ``run.started`` event and the attempt row. It starts
-   after statement 1 got its locks, so its snapshot sees every admission committed before (under READ
-   COMMITTED each statement takes a new snapshot; a check in statement 1 itself would not: its snapshot is taken
-   before it waits for the lock).
-   When it moves nothing and the run is queued, the caller decides with ``admission_check`` (which skips, makes
-   the run wait, or cancels the oldest running run, as the policy says), still holding the locks.
+   (subqueries of its ``WHERE``), and, in data-modifying CTEs of the same statement, writes the ``run.started``
+   event and the attempt row. It starts after statement 1 got its locks, so its snapshot sees every admission
+   committed before (a VOLATILE function takes a new snapshot per statement under READ COMMITTED; a check in
+   statement 1 itself would not: its snapshot is taken before it waits for the lock).
+
+The function returns the run as statement 1 read it and whether statement 2 started it. When it did not and the
+run is queued, the caller decides with ``admission_check`` on the ORM path (which skips, makes the run wait, or
+cancels the oldest running run, as the policy says), in a transaction of its own that locks again.
 
 **Finish** (succeeded): one statement, committed on its own, closes the attempt, moves the run, writes
 ``run.succeeded`` and the schedule's last outcome. Both write exactly the rows and values of the ORM path; tests
@@ -40,11 +45,10 @@ from typing import Any
 
 from django.db import connection
 
-from echoflow.accounts.models import Organization
 from echoflow.events.models import OutboxEvent
 from runs import run_writes
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
-from schedules.models import OverlapPolicy, Schedule
+from schedules.models import Schedule
 
 # The columns of the claimed run that the executor needs, in the order statement 1 returns them.
 _RUN_COLUMNS = (
@@ -92,18 +96,8 @@ def _table(model: Any) -> str:
     return str(connection.ops.quote_name(model._meta.db_table))
 
 
-@lru_cache(maxsize=1)
-def _lock_sql() -> str:
-    columns = ", ".join(f"r.{connection.ops.quote_name(name)}" for name in _RUN_COLUMNS)
-    # The schedule's row is locked in a lateral subquery (a locking clause cannot name the nullable side of an
-    # outer join): it is locked first, then the run and the organization.
-    return (
-        f"SELECT {columns}, o.signing_secret "
-        f"FROM {_table(Run)} AS r JOIN {_table(Organization)} AS o ON o.id = r.organization_id "
-        f"LEFT JOIN LATERAL (SELECT id FROM {_table(Schedule)} WHERE id = r.schedule_id "
-        "FOR NO KEY UPDATE) AS s ON true "
-        "WHERE r.id = %s FOR UPDATE OF r FOR NO KEY UPDATE OF o"
-    )
+# The claim: one call of the function that migration runs/0008 creates (see the module docstring).
+_CLAIM_SQL = "SELECT * FROM echoflow_run_claim(%s, %s, %s, %s)"
 
 
 def _locked(row: tuple[Any, ...] | None) -> LockedRun | None:
@@ -119,95 +113,16 @@ def _locked(row: tuple[Any, ...] | None) -> LockedRun | None:
     return LockedRun(run, str(row[len(_RUN_COLUMNS)]))
 
 
-@lru_cache(maxsize=1)
-def _start_sql() -> str:
-    runs, events, attempts = _table(Run), _table(OutboxEvent), _table(RunAttempt)
-    organizations, schedules = _table(Organization), _table(Schedule)
-    return f"""
-        WITH claimed AS (
-            UPDATE {runs} AS r
-            SET status = %(running)s, attempts = r.attempts + 1, worker = %(worker)s, heartbeat_at = %(now)s,
-                next_attempt_at = NULL, report_by = NULL, started_at = COALESCE(r.started_at, %(now)s)
-            FROM {organizations} AS o
-            WHERE r.id = %(id)s AND o.id = r.organization_id AND r.status = %(queued)s
-              AND (r.schedule_id IS NULL OR EXISTS (
-                  -- The schedule's overlap policy admits it without a decision: it allows overlap, or fewer than
-                  -- max_concurrency of its runs are running (and, when buffered, no older run of it waits or
-                  -- is queued). Anything else (skip, wait, cancel the oldest) is admission_check's to decide.
-                  SELECT 1 FROM {schedules} AS s
-                  WHERE s.id = r.schedule_id AND (
-                      s.overlap_policy = %(allow_all)s
-                      OR (
-                          (SELECT count(*) FROM {runs} AS x WHERE x.schedule_id = s.id AND x.status = %(running)s)
-                              < s.max_concurrency
-                          AND (s.overlap_policy NOT IN (%(buffer_one)s, %(buffer_all)s) OR NOT EXISTS (
-                              SELECT 1 FROM {runs} AS x
-                              WHERE x.schedule_id = s.id AND x.status IN (%(waiting)s, %(queued)s)
-                                AND (x.priority > r.priority OR (x.priority = r.priority AND x.id < r.id))
-                          ))
-                      )
-                  )
-              ))
-              AND (SELECT count(*) FROM {runs} AS x WHERE x.organization_id = r.organization_id
-                   AND x.status = %(running)s) < o.max_concurrent_runs
-              AND NOT EXISTS (
-                  SELECT 1 FROM {runs} AS x
-                  WHERE x.organization_id = r.organization_id AND x.status = %(waiting)s
-                    AND x.waiting_for = %(wait_org)s
-                    AND (x.priority > r.priority OR (x.priority = r.priority AND x.id < r.id))
-              )
-            RETURNING r.id, r.organization_id, r.schedule_id, r.attempts, r.slot, r.due_at, r.trigger
-        ),
-        event AS (
-            INSERT INTO {events}
-                (event_id, type, occurred_at, organization_id, schedule_id, run_id, attempt, data, stream_id)
-            SELECT gen_random_uuid(), 'run.started', %(occurred_at)s, organization_id, schedule_id, id, attempts,
-                   jsonb_build_object(
-                       'status', %(running)s::text,
-                       'worker', %(worker)s::text,
-                       'slot', CASE WHEN slot IS NULL THEN NULL ELSE {run_writes.SLOT_ISOFORMAT} END,
-                       'lag_ms', trunc(extract(epoch FROM %(now)s - coalesce(slot, due_at)) * 1000)::bigint,
-                       'trigger', trigger
-                   ),
-                   ''
-            FROM claimed
-        ),
-        attempt AS (
-            INSERT INTO {attempts}
-                (run_id, number, started_at, finished_at, outcome, error, output, worker, duration_ms)
-            SELECT id, attempts, %(now)s, NULL, %(attempt_running)s, '', NULL, %(worker)s, NULL FROM claimed
-        )
-        SELECT count(*) FROM claimed
-    """
-
-
 def run_claim(run_id: int, *, worker: str, now: datetime, occurred_at: datetime) -> tuple[LockedRun | None, bool]:
-    """Statements 1 and 2; the caller holds a transaction. Returns the locked run (None if it does not exist) as
-    it was before, and whether statement 2 started it."""
-    from runs.limits import WAIT_ORGANIZATION
-
-    params: dict[str, Any] = {
-        "id": run_id,
-        "worker": worker,
-        "now": now,
-        "occurred_at": occurred_at,
-        "running": RunStatus.RUNNING.value,
-        "queued": RunStatus.QUEUED.value,
-        "waiting": RunStatus.WAITING.value,
-        "wait_org": WAIT_ORGANIZATION,
-        "allow_all": OverlapPolicy.ALLOW_ALL.value,
-        "buffer_one": OverlapPolicy.BUFFER_ONE.value,
-        "buffer_all": OverlapPolicy.BUFFER_ALL.value,
-        "attempt_running": AttemptOutcome.RUNNING.value,
-    }
+    """Lock the run with its schedule and organization and start it if no decision is needed: one statement,
+    which commits by itself when no transaction is open. Returns the run as it was before (None if it does not
+    exist) and whether it was started; when it was not and the run is queued, the caller decides on the ORM path
+    (``admission_check``), which locks again."""
     with run_writes.server_binding_cursor(prepared=True) as cursor:
-        cursor.execute(_lock_sql(), [run_id])
-        locked = _locked(cursor.fetchone())
-        if locked is None or locked.run.status != RunStatus.QUEUED:
-            return locked, False
-        cursor.execute(_start_sql(), params)
-        (count,) = cursor.fetchone()
-    if not count:
+        cursor.execute(_CLAIM_SQL, [run_id, worker, now, occurred_at])
+        row = cursor.fetchone()
+    locked = _locked(None if row is None else row[:-1])
+    if locked is None or not row[-1]:
         return locked, False
     run = locked.run
     run.status = RunStatus.RUNNING

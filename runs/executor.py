@@ -79,21 +79,27 @@ def cap_output(value: Any) -> Any:
 def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int, str] | None:
     """Move a queued run to running if its limits admit it; returns the run, the attempt's number and the
     organization's signing secret. Runs over a limit wait or are skipped (the overlap policy decides)."""
+    schedule_id: int | None = None
+    if attempt_writes.available():
+        # The common case, in one round trip that commits by itself (runs.attempt_writes).
+        locked, started = attempt_writes.run_claim(run_id, worker=worker, now=now, occurred_at=timezone.now())
+        if locked is not None and started:
+            return locked.run, locked.run.attempts, locked.signing_secret
+        if locked is None or locked.run.status != RunStatus.QUEUED:
+            return None
+        schedule_id = locked.run.schedule_id
+    # A decision to make (or SQLite): the portable path, which locks the run again and reads it afresh.
     with transaction.atomic():
-        if attempt_writes.available():
-            locked, started = attempt_writes.run_claim(run_id, worker=worker, now=now, occurred_at=timezone.now())
-            if locked is None:
-                return None
-            if started:  # the common case: see runs.attempt_writes
-                return locked.run, locked.run.attempts, locked.signing_secret
-            run, secret = locked.run, locked.signing_secret
-        else:
-            run_or_none = (
-                Run.objects.select_for_update(of=("self",)).select_related("organization").filter(pk=run_id).first()
-            )
-            if run_or_none is None:
-                return None
-            run, secret = run_or_none, run_or_none.organization.signing_secret
+        if schedule_id is not None:
+            # The claim's lock order (schedule, run, organization), so that it cannot deadlock with a claim of
+            # the same run (a duplicate message) on the fast path.
+            Schedule.objects.select_for_update(no_key=True).filter(pk=schedule_id).values_list("pk").first()
+        run_or_none = (
+            Run.objects.select_for_update(of=("self",)).select_related("organization").filter(pk=run_id).first()
+        )
+        if run_or_none is None:
+            return None
+        run, secret = run_or_none, run_or_none.organization.signing_secret
         if run.status != RunStatus.QUEUED:
             return None
         admission = admission_check(run=run)

@@ -114,8 +114,8 @@ def test_the_fast_path_writes_what_the_orm_path_writes(
             == schedule_after_orm
             == {"last_run_status": "succeeded", "consecutive_failures": 0}
         )
-    # Lock, start, succeed: three statements (and their two transactions), not the ORM path's fourteen.
-    assert len(_statements(queries)) == 3, _statements(queries)
+    # Claim, succeed: two statements (each its own transaction outside a test), not the ORM path's fourteen.
+    assert len(_statements(queries)) == 2, _statements(queries)
 
 
 @pytest.mark.django_db
@@ -194,7 +194,7 @@ def test_a_schedule_with_room_under_its_policy_starts_on_the_fast_path(org: Orga
 
     with CaptureQueriesContext(connection) as queries:
         assert run_execute(run_id=run.pk, worker="w") == RunStatus.SUCCEEDED
-    assert len(_statements(queries)) == 3, _statements(queries)
+    assert len(_statements(queries)) == 2, _statements(queries)
 
 
 @pytest.mark.django_db
@@ -291,5 +291,37 @@ def test_the_hot_statements_are_prepared_unless_turned_off(org: Organization, th
     if threshold is None:
         assert prepared == []
     else:
-        marks = ("'run.started'", "'run.succeeded'", "FOR NO KEY UPDATE OF o")
-        assert len([s for s in prepared if any(mark in s for mark in marks)]) == 3
+        marks = ("echoflow_run_claim", "'run.succeeded'")
+        assert len([s for s in prepared if any(mark in s for mark in marks)]) == 2
+
+
+@pytest.mark.django_db
+def test_the_claim_function_returns_the_columns_the_executor_reads() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM echoflow_run_claim(0, 'w', now(), now())")
+        assert cursor.fetchall() == []  # no such run
+        names = [column.name for column in cursor.description]
+    assert names == [*attempt_writes._RUN_COLUMNS, "signing_secret", "started"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_outside_a_transaction_is_committed_when_it_returns(org: Organization) -> None:
+    run, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
+    assert connection.get_autocommit()
+
+    claimed = executor._claim(run.pk, "w", run.created_at)
+
+    assert claimed is not None and claimed[1] == 1
+    observed: dict[str, Any] = {}
+
+    def look() -> None:  # another connection, as the reaper or the API would see it
+        try:
+            observed["run"] = Run.objects.values_list("status", "attempts", "worker").get(pk=run.pk)
+            observed["attempts"] = list(RunAttempt.objects.filter(run_id=run.pk).values_list("number", "outcome"))
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=look)
+    other.start()
+    other.join(10)
+    assert observed == {"run": (RunStatus.RUNNING, 1, "w"), "attempts": [(1, AttemptOutcome.RUNNING)]}

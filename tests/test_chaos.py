@@ -25,6 +25,7 @@ def _figures(output: str) -> dict[str, str]:
     return figures
 
 
+@pytest.mark.timeout(900)  # 45 s of chaos, then up to 300 s to settle on a busy machine
 @pytest.mark.django_db(transaction=True)
 def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     env = child_env(tmp_path, with_redis=False)  # the chaos command runs a Redis of its own
