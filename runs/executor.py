@@ -1,16 +1,15 @@
 """The executor: runs one attempt of one run. Called by the ``execute_run`` Celery task.
 
 The claim is a conditional update (``queued → running``) so a duplicate or redelivered message does nothing.
-The action runs in a helper thread while this thread waits with the attempt's deadline, writes heartbeats, and
-notices cancellation; the outcome is written with a conditional update too, so a cancel or the reaper that got
-there first wins.
+The action runs in a helper thread (a reused one: runs.action_threads) while this thread waits with the attempt's
+deadline, writes heartbeats, and notices cancellation; the outcome is written with a conditional update too, so a
+cancel or the reaper that got there first wins.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from runs import attempt_writes
+from runs.action_threads import action_start
 from runs.actions import ActionCancelled, ActionContext, ActionError, AwaitingReport, RetryableError, action_execute
 from runs.limits import admission_check, overlap_cancel
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
@@ -177,19 +177,17 @@ def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
         finally:
             connections.close_all()
 
-    thread = threading.Thread(target=target, name=f"echoflow-run-{run.pk}", daemon=True)
-    thread.start()
+    job = action_start(target, name=f"echoflow-run-{run.pk}")
     while True:
-        thread.join(timeout=min(HEARTBEAT_SECONDS, max(ctx.remaining, 0.01)))
-        if not thread.is_alive():
+        if job.wait(min(HEARTBEAT_SECONDS, max(ctx.remaining, 0.01))):
             return box.get("result") or AttemptResult(AttemptOutcome.FAILED, error="the action ended without a result")
         if ctx.remaining <= 0:
             ctx.cancel_event.set()
-            thread.join(timeout=STOP_GRACE_SECONDS)
+            job.wait(STOP_GRACE_SECONDS)
             return AttemptResult(
                 AttemptOutcome.TIMED_OUT,
                 error=f"the attempt exceeded its timeout of {run.timeout_seconds} s",
-                stuck=thread.is_alive(),
+                stuck=job.running,
             )
         # Heartbeat; if the run is no longer ours (cancelled, reaped), tell the action to stop.
         alive = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=ctx.attempt).update(
@@ -197,14 +195,14 @@ def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
         )
         if not alive:
             ctx.cancel_event.set()
-            thread.join(timeout=STOP_GRACE_SECONDS)
+            job.wait(STOP_GRACE_SECONDS)
             # Cancelled, reaped or interrupted by a shutdown: whoever moved the run closed the attempt; the
             # conditional updates in _finish change nothing.
             return AttemptResult(
                 AttemptOutcome.CANCELLED,
                 error="the run was cancelled while running",
                 retryable=False,
-                stuck=thread.is_alive(),
+                stuck=job.running,
             )
 
 
