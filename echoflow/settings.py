@@ -171,6 +171,9 @@ else:
         "visibility_timeout": env_int("ECHOFLOW_VISIBILITY_TIMEOUT", 3600, minimum=60),
         "queue_order_strategy": "priority",
     }
+    if CELERY_BROKER_URL.startswith("redis://"):
+        # kombu's Redis transport with one client per channel instead of one per command (echoflow/broker.py).
+        CELERY_BROKER_TRANSPORT = "echoflow.broker:RedisTransport"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_RESULT_BACKEND = None
