@@ -6,12 +6,15 @@ and concurrency under test claims, executes, records the attempt and finishes ea
 Rate = N / (last finished_at - first started_at), from the database.
 
 Peer: N ``bench.peer.noop`` messages (bench.celery_peer) in the same Redis, one worker with the same pool and
-concurrency. Rate = N / (last finish - first start), which the tasks note in Redis.
+concurrency. Rate = N / (last finish - first start), which the tasks note in Redis. The peer runs twice: on stock
+kombu, as a user of bare Celery would, and on EchoFlow's kombu transport (``echoflow.broker``), a fix to kombu that
+bare Celery would gain from as well.
 Both queues are filled before the worker starts, so worker start-up is outside both measurements.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from bench.common import Children, print_table, ratio
 from bench.data import bench_org, truncate
 
 WORKER_FLAGS = ["-l", "WARNING", "--without-gossip", "--without-mingle"]
+ECHOFLOW_TRANSPORT = "echoflow.broker:RedisTransport"
 
 
 def _echoflow_rate(*, count: int, pool: str, concurrency: int, limit: float, log: Path) -> tuple[float, int]:
@@ -77,7 +81,9 @@ def _echoflow_rate(*, count: int, pool: str, concurrency: int, limit: float, log
     return (done / float(span) if done and span else float("nan")), int(done)
 
 
-def _celery_rate(*, count: int, pool: str, concurrency: int, limit: float, log: Path) -> tuple[float, int]:
+def _celery_rate(
+    *, count: int, pool: str, concurrency: int, limit: float, log: Path, transport: str | None = None
+) -> tuple[float, int]:
     from bench import celery_peer
 
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
@@ -85,11 +91,15 @@ def _celery_rate(*, count: int, pool: str, concurrency: int, limit: float, log: 
     with celery_peer.app.producer_or_acquire() as producer:
         for i in range(count):
             celery_peer.noop.apply_async(args=(i,), producer=producer)
+    env = dict(os.environ)
+    env.pop(celery_peer.TRANSPORT_ENV, None)
+    if transport:
+        env[celery_peer.TRANSPORT_ENV] = transport
     children = Children()
     proc = children.start(
         ["-m", "celery", "-A", "bench.celery_peer", "worker", "-P", pool, "-c", str(concurrency), "-Q",
          celery_peer.QUEUE, "-n", f"bench-peer-{pool}@%h", *WORKER_FLAGS],
-        log=log,
+        log=log, env=env,
     )  # fmt: skip
     deadline = time.time() + limit
     try:
@@ -112,9 +122,17 @@ def run(*, count: int, concurrency: int, pools: list[str], limit: float, workdir
     for pool in pools:
         ours, ours_done = _echoflow_rate(count=count, pool=pool, concurrency=concurrency, limit=limit, log=log)
         theirs, theirs_done = _celery_rate(count=count, pool=pool, concurrency=concurrency, limit=limit, log=log)
-        rows.append([f"{pool} c={concurrency}", count, ours_done, ours, theirs_done, theirs, ratio(ours, theirs)])
+        # The peer again on EchoFlow's kombu transport (echoflow/broker.py), which bare Celery would gain from too.
+        same, _ = _celery_rate(
+            count=count, pool=pool, concurrency=concurrency, limit=limit, log=log, transport=ECHOFLOW_TRANSPORT
+        )
+        rows.append([
+            f"{pool} c={concurrency}", count, ours_done, ours, theirs_done, theirs, ratio(ours, theirs), same,
+            ratio(ours, same),
+        ])  # fmt: skip
     print_table(
         f"throughput: {count:,} no-op runs vs bare Celery tasks",
-        ["pool", "N", "EchoFlow done", "EchoFlow runs/s", "Celery done", "Celery tasks/s", "ratio"],
+        ["pool", "N", "EchoFlow done", "EchoFlow runs/s", "Celery done", "Celery tasks/s", "ratio",
+         "Celery on EchoFlow's transport, tasks/s", "ratio to it"],
         rows,
-    )
+    )  # fmt: skip
