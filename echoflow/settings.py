@@ -185,6 +185,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # each send (Flower still sees every task from the worker's received/started/succeeded events).
 CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
+# Task events of a 50 ms window go out as one message, not one Redis PUBLISH each (echoflow/worker_consumer.py).
+CELERY_WORKER_CONSUMER = "echoflow.worker_consumer:Consumer"
 CELERY_TIMEZONE = "UTC"
 # Celery's Django fixup closes every database connection before and after each task unless this is set: each run
 # and each dispatch tick paid a new PostgreSQL connection (docs/benchmarks.md, scenario lag). With it, connections
