@@ -14,9 +14,14 @@ import redis
 from celery import Celery
 
 BROKER = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/7"
-# Set to a transport class path to run the peer on another kombu transport: the throughput scenario also runs it
-# on EchoFlow's (echoflow.broker), to show what of the ratio that transport accounts for.
-TRANSPORT_ENV = "BENCH_PEER_TRANSPORT"
+# Set (to anything) to give the peer EchoFlow's fixes to Celery and kombu: its Redis transport (echoflow.broker) and
+# its worker consumer (echoflow.worker_consumer). The throughput scenario also runs the peer that way, to show what
+# of the ratio those fixes account for; bare Celery would gain from them as well.
+FIXES_ENV = "BENCH_PEER_ECHOFLOW_FIXES"
+ECHOFLOW_FIXES = {
+    "broker_transport": "echoflow.broker:RedisTransport",
+    "worker_consumer": "echoflow.worker_consumer:Consumer",
+}
 QUEUE = "bench.peer"
 KEY = "bench:peer"
 
@@ -25,8 +30,8 @@ def peer_app(name: str, queue: str, **extra: object) -> Celery:
     """A bare Celery app on the bench broker with the worker-side settings of EchoFlow's app (the peers of the
     throughput and lag scenarios share it)."""
     peer = Celery(name, broker=BROKER)
-    if os.environ.get(TRANSPORT_ENV):
-        peer.conf.broker_transport = os.environ[TRANSPORT_ENV]
+    if os.environ.get(FIXES_ENV):
+        peer.conf.update(ECHOFLOW_FIXES)
     peer.conf.update(
         task_default_queue=queue,
         task_ignore_result=True,
