@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -28,14 +27,3 @@ def dispatcher_heartbeat_age(*, now: datetime | None = None) -> timedelta | None
     if beat is None:
         return None
     return (now or timezone.now()) - beat
-
-
-def dispatcher_is_healthy(*, now: datetime | None = None) -> tuple[bool, str]:
-    age = dispatcher_heartbeat_age(now=now)
-    limit = settings.ECHOFLOW["HEARTBEAT_STALE_SECONDS"]
-    if age is None:
-        return False, "the dispatcher has never run"
-    seconds = age.total_seconds()
-    if seconds > limit:
-        return False, f"the dispatcher's last heartbeat was {seconds:.0f} s ago (limit {limit} s)"
-    return True, f"the dispatcher ticked {seconds:.1f} s ago"
