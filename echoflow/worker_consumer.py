@@ -36,15 +36,12 @@ class Consumer(CeleryConsumer):
     _flush_scheduled_for: Any = None
 
     def on_send_event_buffered(self) -> Any:
-        hub = self.hub
-        if not hub:
-            super().on_send_event_buffered()
-            return
+        # Celery wires this callback only when the worker runs an event loop (self.hub).
         dispatcher = self.event_dispatcher
         if dispatcher is None or self._flush_scheduled_for is dispatcher:
             return
         self._flush_scheduled_for = dispatcher
-        hub.call_later(EVENT_FLUSH_DELAY, self._flush_events_window)
+        self.hub.call_later(EVENT_FLUSH_DELAY, self._flush_events_window)
 
     def _flush_events_window(self) -> None:
         self._flush_scheduled_for = None
