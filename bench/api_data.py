@@ -120,7 +120,9 @@ def _orgs() -> list[Organization]:
     return [big, *(organization_get_or_create(name=f"Small {k}", slug=f"small-{k}") for k in range(SMALL_ORGS))]
 
 
-def _schedule_rows(count: int, orgs: list[Organization], now: datetime, owners: list[list[int]]) -> Iterator[list[Any]]:
+def _schedule_rows(
+    count: int, orgs: list[Organization], now: datetime, owners: list[list[int]], agents: dict[int, str]
+) -> Iterator[list[Any]]:
     names, base = _template(
         Schedule,
         Schedule(organization=orgs[0], name="", trigger_kind="cron", cron="0 * * * *", action_kind="python",
@@ -150,7 +152,7 @@ def _schedule_rows(count: int, orgs: list[Organization], now: datetime, owners: 
         row[at["organization_id"]] = orgs[org_index].pk
         row[at["name"]] = f"{verb}-{noun}-{team}-{pk:06d}"
         row[at["description"]] = f"{verb.capitalize()} the {noun} of {team}" if rng.random() < 0.7 else ""
-        row[at["agent"]] = "" if rng.random() < 0.1 else rng.choice(AGENTS)
+        row[at["agent"]] = agents[pk] = "" if rng.random() < 0.1 else rng.choice(AGENTS)
         row[at["labels"]] = json.dumps(labels)
         row[at["trigger_kind"]] = kind
         row[at["cron"]] = rng.choice(CRONS) if kind == "cron" else ""
@@ -193,7 +195,9 @@ def _trigger(pick: float) -> str:
     return "api"
 
 
-def _run_rows(count: int, orgs: list[Organization], now: datetime, owners: list[list[int]]) -> Iterator[list[Any]]:
+def _run_rows(
+    count: int, orgs: list[Organization], now: datetime, owners: list[list[int]], agents: dict[int, str]
+) -> Iterator[list[Any]]:
     names, base = _template(
         Run,
         Run(organization=orgs[0], idempotency_key="", due_at=now, action_kind="python", action_name="echoflow.noop",
@@ -217,6 +221,7 @@ def _run_rows(count: int, orgs: list[Organization], now: datetime, owners: list[
         row[at["id"]] = pk
         row[at["organization_id"]] = orgs[org_index].pk
         row[at["schedule_id"]] = schedule
+        row[at["agent"]] = agents[schedule] if schedule is not None else ""  # as the dispatcher copies it
         row[at["idempotency_key"]] = f"bench:{pk:09d}"  # in key order: the unique index only appends
         row[at["trigger"]] = trigger
         row[at["slot"]] = created if schedule is not None else None
@@ -294,12 +299,13 @@ def api_data_generate(*, schedules: int, runs: int) -> ApiData:
     _, plaintext = token_create(user=user, organization=orgs[0], name="bench-api")
     now = timezone.now()
     owners: list[list[int]] = [[] for _ in orgs]
+    agents: dict[int, str] = {}
     with _indexes_built_after("schedules_schedule"):
-        _copy(Schedule, _schedule_rows(schedules, orgs, now, owners))
+        _copy(Schedule, _schedule_rows(schedules, orgs, now, owners, agents))
         done("schedules COPY")
     done("schedules indexes")
     with _indexes_built_after("runs_run"):
-        _copy(Run, _run_rows(runs, orgs, now, owners))
+        _copy(Run, _run_rows(runs, orgs, now, owners, agents))
         done("runs COPY")
     _move_sequences()
     done("runs indexes")

@@ -82,6 +82,7 @@ def run_from_schedule(
     return Run(
         organization_id=schedule.organization_id,
         schedule=schedule,
+        agent=schedule.agent,
         idempotency_key=idempotency_key,
         trigger=trigger,
         slot=slot,
@@ -283,6 +284,7 @@ def _insert_orm(planned: Sequence[PlannedRun], *, now: datetime, resend_at: date
 # Run columns copied from the claimed schedule row, and the ones each planned run brings (as arrays).
 _FROM_SCHEDULE = (
     "organization_id",
+    "agent",
     "max_attempts",
     "backoff_seconds",
     "timeout_seconds",

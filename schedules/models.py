@@ -48,7 +48,8 @@ class Schedule(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="schedules")
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, max_length=4000)
-    agent = models.CharField(max_length=100, blank=True, db_index=True, help_text="Name of the execution target.")
+    # Indexed by schedule_org_agent_name_idx (with the organization, in the list's name order), not on its own.
+    agent = models.CharField(max_length=100, blank=True, help_text="Name of the execution target.")
     labels = models.JSONField(default=dict, blank=True)
 
     trigger_kind = models.CharField(max_length=16, choices=TriggerKind.choices)
@@ -138,6 +139,9 @@ class Schedule(models.Model):
             # Serve the API list's ?ordering=(-)created_at and (-)updated_at: a page without sorting the org's rows.
             models.Index(fields=["organization", "created_at"], name="schedule_org_created_idx"),
             models.Index(fields=["organization", "updated_at"], name="schedule_org_updated_idx"),
+            # Serves the list filtered by agent (?agent=, alone or with state and kind) in its name order, the web
+            # table's sort by agent, and the distinct agents of an organization.
+            models.Index(fields=["organization", "agent", "name"], name="schedule_org_agent_name_idx"),
             # On PostgreSQL, migration 0002 also makes two GIN indexes for the API list: schedule_text_trgm_idx
             # (trigrams, for ?q=, UPPER(name|description|agent) LIKE '%…%') and schedule_labels_gin_idx (for
             # ?label=). They are not declared here: SQLite (the embedded install) has no GIN indexes and would fail

@@ -58,6 +58,24 @@ def test_list_filters_by_status_schedule_agent_trigger_and_time(org: Organizatio
     assert _ids(operator.get(f"{API}/runs/", {"created_before": since})) == [old.pk]
 
 
+def test_a_run_keeps_the_agent_its_schedule_had_when_it_was_made(org: Organization, operator: APIClient) -> None:
+    schedule = make_schedule(org, "export", agent="eu-1")
+    before = queued_run(org, schedule)
+    Schedule.objects.filter(pk=schedule.pk).update(agent="eu-2")  # the schedule moves to another agent
+    schedule.refresh_from_db()
+    after = queued_run(org, schedule)
+    adhoc = client_for(org, "editor").post(
+        f"{API}/runs/", {"action_kind": "python", "action_name": "echoflow.noop"}, format="json"
+    )
+    assert adhoc.status_code == 201, adhoc.content
+
+    assert _ids(operator.get(f"{API}/runs/?agent=eu-1")) == [before.pk]
+    assert _ids(operator.get(f"{API}/runs/?agent=eu-2")) == [after.pk]
+    rows = {row["id"]: row["agent"] for row in operator.get(f"{API}/runs/").json()["results"]}
+    assert rows == {before.pk: "eu-1", after.pk: "eu-2", adhoc.json()["id"]: ""}
+    assert operator.get(f"{API}/runs/{before.pk}/").json()["agent"] == "eu-1"
+
+
 def test_list_refuses_unknown_filter_values(operator: APIClient) -> None:
     response = operator.get(f"{API}/runs/?status=exploded&schedule=abc")
     assert response.status_code == 400

@@ -145,6 +145,7 @@ def test_the_postgresql_insert_writes_the_run_and_event_the_orm_path_writes(org:
     schedule = _create(
         org,
         "full",
+        agent="eu-1",
         action_name="echoflow.echo",
         payload={"a": [1, 2], "b": "x"},
         priority=8,
@@ -163,6 +164,7 @@ def test_the_postgresql_insert_writes_the_run_and_event_the_orm_path_writes(org:
     assert _comparable(fast_run) == {**_comparable(portable_run), "trigger": RunTrigger.SCHEDULE}
     assert (fast_run.created_at, fast_run.enqueued_at, fast_run.sends, fast_run.resend_at) == (now, now, 1, resend_at)
     assert fast_run.idempotency_key == scheduled_run_key(schedule.pk, T0)
+    assert fast_run.agent == portable_run.agent == "eu-1"
     assert (fast_run.slot, fast_run.due_at, fast_run.round_index) == (T0, T0, 1)
     assert len(fast_run.trace_id) == 32 and int(fast_run.trace_id, 16) >= 0
     assert fast_run.trace_id != portable_run.trace_id

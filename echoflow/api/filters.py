@@ -90,7 +90,9 @@ class RunFilter(django_filters.FilterSet):
         choices=RunStatus.choices, distinct=False, help_text="One or more statuses."
     )
     schedule = IntegerFilter(field_name="schedule_id", help_text="Runs of this schedule (id).")
-    agent = django_filters.CharFilter(field_name="schedule__agent", help_text="Runs of schedules with this agent.")
+    agent = django_filters.CharFilter(
+        field_name="agent", help_text="Runs made for this agent (their schedule's agent when the run was made)."
+    )
     trigger = django_filters.MultipleChoiceFilter(
         choices=RunTrigger.choices, distinct=False, help_text="What created the run."
     )

@@ -16,6 +16,7 @@ RUN_FIELDS = [
     "id",
     "schedule",
     "schedule_name",
+    "agent",
     "trigger",
     "slot",
     "due_at",
