@@ -60,6 +60,7 @@ def scenario_options(name: str, options: argparse.Namespace) -> dict[str, Any]:
             "slots": 2 if smoke else 3,
             "period": 5 if smoke else 60,
             "limit": 20.0 if smoke else 120.0,
+            "concurrency": options.concurrency,
         }
     if name == "memory":
         sizes = [1000, 5000] if smoke else [1000, 100_000, 1_000_000]
@@ -100,7 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="dispatch: how runs are sent (runs.dispatcher.send_runs, or bench.fast_send); repeatable",
     )
     p.add_argument("--peer-limit", type=float, default=120.0, help="dispatch: seconds beat gets to send N")
-    p.add_argument("--concurrency", type=int, default=2, help="throughput: worker concurrency")
+    p.add_argument("--concurrency", type=int, default=2, help="throughput, lag: run worker concurrency")
     p.add_argument("--pool", action="append", choices=["prefork", "threads"], help="throughput: pools; repeatable")
     p.add_argument(
         "--system-pool", action="append", choices=["prefork", "threads"], help="memory: system worker pools; repeatable"

@@ -59,7 +59,13 @@ def schedules_copy(
         Schedule,
         template,
         count,
-        lambda i: {"name": f"bench-{i:07d}", "next_run_at": next_run_at(i), "cron": cron(i)},
+        # Each with an agent (50 of them), as schedules in use have: their runs copy it and so fill its index.
+        lambda i: {
+            "name": f"bench-{i:07d}",
+            "agent": f"agent-{i % 50:02d}",
+            "next_run_at": next_run_at(i),
+            "cron": cron(i),
+        },
     )
 
 

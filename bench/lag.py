@@ -1,15 +1,15 @@
 """Scenario 2 — lag: N every-minute cron schedules of ``echoflow.noop``; how late each run starts and finishes.
 
 EchoFlow, the real processes: ``celery beat`` (EchoFlowScheduler, the 1-second dispatch message), one worker on
-``echoflow.system`` (prefork, 1 process: the dispatcher) and one worker on the run queues (prefork, 2 processes).
-N cron schedules ``* * * * *``; once every process is up, their first slot is set to the next whole minute, and
-the runs of ``slots`` consecutive slots are measured from the database: start - slot (``started_at`` - ``slot``)
-and finish - slot, p50/p95/p99 over all runs of those slots; sent - slot (``enqueued_at``) is the dispatcher's
-part of it.
+``echoflow.system`` (prefork, 1 process: the dispatcher) and one worker on the run queues (prefork,
+``--concurrency`` processes, 2 by default as in the issue). N cron schedules ``* * * * *``; once every process is
+up, their first slot is set to the next whole minute, and the runs of ``slots`` consecutive slots are measured from
+the database: start - slot (``started_at`` - ``slot``) and finish - slot, p50/p95/p99 over all runs of those slots;
+sent - slot (``enqueued_at``) is the dispatcher's part of it.
 
 Peer: N django-celery-beat PeriodicTasks on one every-minute CrontabSchedule, real ``celery beat`` with
-DatabaseScheduler (bench.lag_peer: each message carries its slot) and one worker, prefork, 2 processes, running a
-bare no-op that notes start and finish; the same slots are measured the same way, from the worker side.
+DatabaseScheduler (bench.lag_peer: each message carries its slot) and one worker, prefork, as many processes,
+running a bare no-op that notes start and finish; the same slots are measured the same way, from the worker side.
 
 ``--smoke``: 6-field cron ``*/5 * * * * *`` (EchoFlow) and a 5-second IntervalSchedule (beat's crontab has no
 seconds), a few slots of a handful of schedules.
@@ -65,7 +65,7 @@ def _first_slot(period: int, lead: float = 3.0) -> float:
     return float(math.ceil((time.time() + lead) / period) * period)
 
 
-def echoflow_side(*, count: int, slots: int, period: int, limit: float, workdir: Path) -> LagFigures:
+def echoflow_side(*, count: int, slots: int, period: int, limit: float, concurrency: int, workdir: Path) -> LagFigures:
     from runs.models import DispatcherHeartbeat
 
     truncate(["runs_runattempt", "runs_run", "schedules_schedule", "events_outboxevent"])
@@ -91,7 +91,7 @@ def echoflow_side(*, count: int, slots: int, period: int, limit: float, workdir:
             log=log,
         )  # fmt: skip
         children.start(
-            ["-m", "celery", "-A", "echoflow", "worker", "-P", "prefork", "-c", "2", "-Q", RUN_QUEUES,
+            ["-m", "celery", "-A", "echoflow", "worker", "-P", "prefork", "-c", str(concurrency), "-Q", RUN_QUEUES,
              "-n", "bench-runs@%h", *WORKER_FLAGS],
             log=log,
         )  # fmt: skip
@@ -126,7 +126,7 @@ def echoflow_side(*, count: int, slots: int, period: int, limit: float, workdir:
         written = int(cursor.fetchone()[0])
     note = f"{written:,} runs written" if written != expected else ""
     return LagFigures(
-        "EchoFlow (beat + dispatcher worker, runs worker prefork c=2)",
+        f"EchoFlow (beat + dispatcher worker, runs worker prefork c={concurrency})",
         expected,
         [float(a) for a, _, _ in rows],
         [float(b) for _, b, _ in rows],
@@ -149,7 +149,7 @@ def _hostname() -> str:
     return socket.gethostname()
 
 
-def peer_side(*, count: int, slots: int, period: int, limit: float, workdir: Path) -> LagFigures:
+def peer_side(*, count: int, slots: int, period: int, limit: float, concurrency: int, workdir: Path) -> LagFigures:
     from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 
     from bench import lag_peer
@@ -178,7 +178,8 @@ def peer_side(*, count: int, slots: int, period: int, limit: float, workdir: Pat
             log=log,
         )  # fmt: skip
         children.start(
-            ["-m", "celery", "-A", "bench.lag_peer", "worker", "-P", "prefork", "-c", "2", "-Q", lag_peer.QUEUE,
+            ["-m", "celery", "-A", "bench.lag_peer", "worker", "-P", "prefork", "-c", str(concurrency), "-Q",
+             lag_peer.QUEUE,
              "-n", "bench-lagpeer@%h", *WORKER_FLAGS],
             log=log,
         )  # fmt: skip
@@ -200,7 +201,7 @@ def peer_side(*, count: int, slots: int, period: int, limit: float, workdir: Pat
     kind = "every-minute CrontabSchedule" if period == 60 else f"{period} s IntervalSchedule"
     note = f"{len(rows):,} of {expected:,} done within {limit:.0f} s of the last slot" if len(rows) < expected else ""
     return LagFigures(
-        f"django-celery-beat DatabaseScheduler ({kind}), worker prefork c=2",
+        f"django-celery-beat DatabaseScheduler ({kind}), worker prefork c={concurrency}",
         expected,
         [sent - slot for slot, sent, _, _ in rows],
         [start - slot for slot, _, start, _ in rows],
@@ -219,9 +220,10 @@ def _peer_window(client: redis.Redis, key: str, first: float, end: float) -> lis
     return rows
 
 
-def run(*, count: int, slots: int, period: int, limit: float, workdir: Path) -> None:
-    ours = echoflow_side(count=count, slots=slots, period=period, limit=limit, workdir=workdir)
-    peer = peer_side(count=count, slots=slots, period=period, limit=limit, workdir=workdir)
+def run(*, count: int, slots: int, period: int, limit: float, concurrency: int, workdir: Path) -> None:
+    """``concurrency``: the run worker's processes, EchoFlow's and the peer's alike (the issue's figure is 2)."""
+    ours = echoflow_side(count=count, slots=slots, period=period, limit=limit, concurrency=concurrency, workdir=workdir)
+    peer = peer_side(count=count, slots=slots, period=period, limit=limit, concurrency=concurrency, workdir=workdir)
     rows = []
     for figures in (ours, peer):
         rows.append(

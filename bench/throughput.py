@@ -122,14 +122,16 @@ def run(*, count: int, concurrency: int, pools: list[str], limit: float, workdir
         ours, ours_done = _echoflow_rate(count=count, pool=pool, concurrency=concurrency, limit=limit, log=log)
         theirs, theirs_done = _celery_rate(count=count, pool=pool, concurrency=concurrency, limit=limit, log=log)
         # The peer again with EchoFlow's fixes to kombu and Celery, which bare Celery would gain from too.
-        same, _ = _celery_rate(count=count, pool=pool, concurrency=concurrency, limit=limit, log=log, fixes=True)
+        same, same_done = _celery_rate(
+            count=count, pool=pool, concurrency=concurrency, limit=limit, log=log, fixes=True
+        )
         rows.append([
-            f"{pool} c={concurrency}", count, ours_done, ours, theirs_done, theirs, ratio(ours, theirs), same,
-            ratio(ours, same),
+            f"{pool} c={concurrency}", count, ours_done, ours, theirs_done, theirs, ratio(ours, theirs), same_done,
+            same, ratio(ours, same),
         ])  # fmt: skip
     print_table(
         f"throughput: {count:,} no-op runs vs bare Celery tasks",
         ["pool", "N", "EchoFlow done", "EchoFlow runs/s", "Celery done", "Celery tasks/s", "ratio",
-         "Celery with EchoFlow's fixes, tasks/s", "ratio to it"],
+         "Celery with EchoFlow's fixes done", "Celery with EchoFlow's fixes, tasks/s", "ratio to it"],
         rows,
     )  # fmt: skip
