@@ -69,7 +69,7 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin[Run]):
     actions = ["retry_runs", "cancel_runs"]
     inlines = [RunAttemptInline]
     fieldsets = [
-        (None, {"fields": ["organization", "schedule", "idempotency_key", "trigger", "slot", "due_at"]}),
+        (None, {"fields": ["organization", "schedule", "agent", "idempotency_key", "trigger", "slot", "due_at"]}),
         (
             "Status",
             {"fields": ["status", "status_reason", "attempts", "max_attempts", "next_attempt_at", "error"]},
