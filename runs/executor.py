@@ -18,14 +18,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from runs import attempt_writes
 from runs.action_threads import action_start
 from runs.actions import ActionCancelled, ActionContext, ActionError, AwaitingReport, RetryableError, action_execute
-from runs.limits import admission_check, overlap_cancel
+from runs.limits import admission_check, lock_not_available, overlap_cancel
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
 from runs.transitions import run_transition
 from schedules.models import Schedule, ScheduleState
@@ -76,9 +76,32 @@ def cap_output(value: Any) -> Any:
     return {"truncated": text[:limit], "note": f"output capped at {limit} characters"}
 
 
+# A cancel_other claim holds the schedule's row and locks the running runs it cancels; a finish of one of them
+# holds that run's row and then updates the schedule's. So the claim locks those runs NOWAIT and, when one is busy
+# (its finish, a heartbeat or a cancel is writing it), lets go of everything, pauses and starts over: by then the
+# other transaction has committed, and a finished run needs no cancelling. The last try waits for the lock.
+LOCK_BUSY_TRIES = 50
+LOCK_BUSY_PAUSE_SECONDS = 0.02
+
+
+def _lock_busy_pause(tries: int) -> None:
+    time.sleep(LOCK_BUSY_PAUSE_SECONDS * min(tries, 5))
+
+
 def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int, str] | None:
     """Move a queued run to running if its limits admit it; returns the run, the attempt's number and the
     organization's signing secret. Runs over a limit wait or are skipped (the overlap policy decides)."""
+    for tries in range(1, LOCK_BUSY_TRIES + 1):
+        try:
+            return _claim_once(run_id, worker, now, nowait=tries < LOCK_BUSY_TRIES)
+        except OperationalError as exc:
+            if not lock_not_available(exc) or tries == LOCK_BUSY_TRIES:
+                raise
+            _lock_busy_pause(tries)
+    raise AssertionError("unreachable: the last try waits for its locks")
+
+
+def _claim_once(run_id: int, worker: str, now: datetime, *, nowait: bool) -> tuple[Run, int, str] | None:
     schedule_id: int | None = None
     if attempt_writes.available():
         # The common case, in one round trip that commits by itself (runs.attempt_writes).
@@ -102,7 +125,7 @@ def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int, str] | No
         run, secret = run_or_none, run_or_none.organization.signing_secret
         if run.status != RunStatus.QUEUED:
             return None
-        admission = admission_check(run=run)
+        admission = admission_check(run=run, nowait=nowait)
         if admission.decision == "skip":
             run_transition(
                 run=run,

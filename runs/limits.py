@@ -44,11 +44,21 @@ def _waiting_ahead(run: Run, *, statuses: tuple[str, ...] = (RunStatus.WAITING,)
     )
 
 
-def admission_check(*, run: Run) -> Admission:
+def lock_not_available(exc: BaseException) -> bool:
+    """Whether a database error is PostgreSQL's "could not obtain lock" (55P03), as a NOWAIT lock raises it."""
+    cause = exc.__cause__
+    return "55P03" in (getattr(cause, "sqlstate", None), getattr(cause, "pgcode", None))
+
+
+def admission_check(*, run: Run, nowait: bool = False) -> Admission:
     """Decide whether ``run`` may start now. The caller holds a transaction; this locks schedule and org rows.
 
     FOR NO KEY UPDATE: it serializes admissions without colliding with the key-share locks that inserting runs
-    (foreign keys to the schedule and org) takes, so the dispatcher's inserts never wait for a claim."""
+    (foreign keys to the schedule and org) takes, so the dispatcher's inserts never wait for a claim.
+
+    ``nowait``: under cancel_other, the running runs to cancel are locked NOWAIT (a busy one raises an error that
+    ``lock_not_available`` recognizes) instead of waited for while this holds the schedule's row: their finish holds
+    the run's row and then updates the schedule's, and the two waiting for each other would deadlock."""
     if run.schedule_id is not None:
         schedule = (
             Schedule.objects.select_for_update(no_key=True)
@@ -81,7 +91,7 @@ def admission_check(*, run: Run) -> Admission:
                 if policy == OverlapPolicy.CANCEL_OTHER:
                     excess = running - schedule.max_concurrency + 1
                     oldest = list(
-                        Run.objects.select_for_update()
+                        Run.objects.select_for_update(nowait=nowait)
                         .filter(schedule_id=schedule.pk, status=RunStatus.RUNNING)
                         .order_by("started_at", "id")[:excess]
                     )
