@@ -1,4 +1,4 @@
-"""Data migrations: what they write into tables that already hold rows."""
+"""Migrations: what they write into tables that already hold rows, and the indexes they leave."""
 
 from __future__ import annotations
 
@@ -41,3 +41,17 @@ def test_0009_gives_existing_runs_their_schedules_agent(org: Organization, vendo
 
     agents = dict(Run.objects.values_list("pk", "agent"))
     assert agents == {eu.pk: "eu-1", us.pk: "us-1", blank.pk: "", adhoc.pk: ""}
+
+
+def test_0002_leaves_the_outbox_one_type_index_and_no_pattern_twin() -> None:
+    """Each event written updates every index of the outbox: the LIKE-pattern index no query used is gone, and the
+    type index (the admin's filter) is the one the model declares."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'events_outboxevent'")
+        names = {row[0] for row in cursor.fetchall()}
+    assert names == {
+        "events_outboxevent_pkey",
+        "events_outboxevent_event_id_key",
+        "outbox_type_idx",
+        "outbox_pending_idx",
+    }
