@@ -38,8 +38,9 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 
 from bench.api_data import ApiData, api_data_generate
-from bench.common import Children, free_port, percentile, print_table
+from bench.common import Children, percentile, print_table
 from bench.data import truncate
+from echoflow.private_redis import free_port
 
 TARGET_P95_MS = 50.0
 API = "/api/v1"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,13 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from echoflow.private_redis import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -64,7 +59,7 @@ def _wait(predicate: object, timeout: float, what: str, proc: subprocess.Popen[b
 def test_up_runs_web_worker_beat_and_flower_and_the_demo_schedule_succeeds(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG"}}
     env.update({"ECHOFLOW_VAR_DIR": str(tmp_path), "EVENTS_REDIS_URL": "", "PYTHONUNBUFFERED": "1"})
-    web, flower = _free_port(), _free_port()
+    web, flower = free_port(), free_port()
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen(
         [

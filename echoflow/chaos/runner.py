@@ -10,9 +10,7 @@ import json
 import os
 import random
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from django.utils import timezone
 from echoflow.accounts.services import organization_get_or_create
 from echoflow.chaos.proxy import CuttableProxy
 from echoflow.events.models import OutboxEvent
+from echoflow.private_redis import PrivateRedis
 from echoflow.system_tasks import system_tasks_install
 from runs.models import FINAL_STATUSES, AttemptOutcome, Run, RunAttempt, RunStatus
 from schedules.models import Schedule, ScheduleState
@@ -173,55 +172,6 @@ class Fleet:
                 proc.wait()
 
 
-class PrivateRedis:
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port = port
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed; the chaos test runs its own Redis")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                # Persistent like the production Redis in docker-compose.yml: a restart keeps stream and queues.
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        for _ in range(50):
-            try:
-                if client.ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.1)
-        raise RuntimeError(f"the private redis-server on port {self.port} did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 def _create_schedules(org_id: int, count: int, rng: random.Random, now: datetime, pace: float = 1.0) -> None:
     """A mix of schedules; ``pace`` stretches every interval (2: half as many runs), so that the load fits the
     machine: the test is about correctness under fire, and a backlog the workers cannot drain proves nothing."""
@@ -286,12 +236,6 @@ def _create_schedules(org_id: int, count: int, rng: random.Random, now: datetime
         schedule_create(organization=org, data=data, now=now)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _raise_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(f"chaos: stopped by signal {signum}")
 
@@ -306,7 +250,8 @@ def run_chaos(config: ChaosConfig, log: Callable[[str], None]) -> Figures:
     figures = Figures()
     db = connection.settings_dict
     proxy = CuttableProxy((db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
-    private_redis = PrivateRedis(config.redis_port or _free_port(), workdir)
+    # Persistent like the production Redis in docker-compose.yml: a restart keeps stream and queues.
+    private_redis = PrivateRedis(workdir, port=config.redis_port or None, persistent=True)
     private_redis.start()
     proxy_port = proxy.start()
     password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
@@ -346,7 +291,7 @@ def run_chaos(config: ChaosConfig, log: Callable[[str], None]) -> Figures:
         while (elapsed := time.monotonic() - began) < config.duration:
             if not redis_done and elapsed > config.duration / 3:
                 log(f"chaos: stopping Redis for {config.outage:.0f} s")
-                private_redis.stop()
+                private_redis.stop(crash=True)
                 time.sleep(config.outage)
                 private_redis.start()
                 redis_done = True
