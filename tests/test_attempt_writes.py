@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -327,43 +328,33 @@ def test_a_claim_outside_a_transaction_is_committed_when_it_returns(org: Organiz
     assert observed == {"run": (RunStatus.RUNNING, 1, "w"), "attempts": [(1, AttemptOutcome.RUNNING)]}
 
 
-@pytest.mark.django_db(transaction=True)
-def test_cancel_other_does_not_deadlock_with_the_finish_of_the_run_it_would_cancel(
-    org: Organization, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A finish locks its run, then updates the schedule (last outcome); a cancel_other claim locks the schedule,
-    then the running run it would cancel. Interleaved, PostgreSQL used to break the cycle by failing one of them
-    ("deadlock detected"): the claim (its run then waited for a re-send) or the finish (a succeeded run left
-    "running" for the reaper). Now the claim does not wait for that run while holding the schedule: it lets go,
-    tries again, and sees the run finished."""
+def _old_running_and_new_queued(org: Organization) -> tuple[Run, Run]:
+    """Two runs of a cancel_other schedule allowing one at a time: the old one running, the new one queued."""
     schedule = _schedule(org, "cancel other", overlap_policy="cancel_other", max_concurrency=1)
     old, _ = schedule_run_now(schedule=schedule)
-    claimed = executor._claim(old.pk, "a", old.created_at)
-    assert claimed is not None
+    assert executor._claim(old.pk, "a", old.created_at) is not None
     new, _ = schedule_run_now(schedule=schedule)
-    finishing, finish, backed_off = threading.Event(), threading.Event(), threading.Event()
-    pause = executor._lock_busy_pause
+    return old, new
 
-    def noted_pause(tries: int) -> None:
-        backed_off.set()
-        pause(tries)
 
-    monkeypatch.setattr(executor, "_lock_busy_pause", noted_pause)
+def _claim_while_the_old_row_is_held(
+    old: Run, new: Run, *, reached: Callable[[], bool], then: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """Thread A locks the old run's row (as a finish or a heartbeat does first) and holds it until thread B's claim
+    of the new run has ``reached`` that row; then A runs ``then`` in the same transaction and commits. Returns what
+    each side returned or raised (PostgreSQL fails one side of a deadlock: whichever it is, the test sees it)."""
+    holding, release = threading.Event(), threading.Event()
     results: dict[str, Any] = {}
 
-    def finish_old() -> None:
-        # The old run's worker recording its success: the run's row first (as the finish's UPDATE takes it), then,
-        # in the same transaction, the rest of run_succeed's statement, which updates the schedule's row.
+    def hold_old() -> None:
         try:
             with transaction.atomic():
                 Run.objects.filter(pk=old.pk).update(heartbeat_at=old.created_at)
-                finishing.set()
-                finish.wait(10)
-                results["finished"] = attempt_writes.run_succeed(
-                    old, number=1, output=None, duration_ms=1, now=old.created_at, occurred_at=old.created_at
-                )
-        except Exception as exc:  # the test reports whichever side PostgreSQL failed
-            results["finish error"] = repr(exc)
+                holding.set()
+                release.wait(10)
+                results.update(then())
+        except Exception as exc:
+            results["holder error"] = repr(exc)
         finally:
             connection.close()
 
@@ -375,19 +366,51 @@ def test_cancel_other_does_not_deadlock_with_the_finish_of_the_run_it_would_canc
         finally:
             connection.close()
 
-    a = threading.Thread(target=finish_old)
+    a = threading.Thread(target=hold_old)
     a.start()
-    assert finishing.wait(10)
+    assert holding.wait(10)
     b = threading.Thread(target=claim_new)
     b.start()
     deadline = time.monotonic() + 10
-    # The claim reached the old run's row: it either waits for its lock or, finding it busy, backed off.
-    while not backed_off.is_set() and _locks_waited() == 0:
-        assert time.monotonic() < deadline, "the claim never reached the running run's lock"
+    while not reached():
+        assert time.monotonic() < deadline, "the claim never reached the running run's row"
         time.sleep(0.01)
-    finish.set()
+    release.set()
     a.join(15)
     b.join(15)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_other_does_not_deadlock_with_the_finish_of_the_run_it_would_cancel(
+    org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finish locks its run, then updates the schedule (last outcome); a cancel_other claim locks the schedule,
+    then the running run it would cancel. Interleaved, PostgreSQL used to break the cycle by failing one of them
+    ("deadlock detected"): the claim (its run then waited for a re-send) or the finish (a succeeded run left
+    "running" for the reaper). Now the claim does not wait for that run while holding the schedule: it lets go,
+    tries again, and sees the run finished."""
+    old, new = _old_running_and_new_queued(org)
+    backed_off = threading.Event()
+    pause = executor._lock_busy_pause
+
+    def noted_pause(tries: int) -> None:
+        backed_off.set()
+        pause(tries)
+
+    monkeypatch.setattr(executor, "_lock_busy_pause", noted_pause)
+    results = _claim_while_the_old_row_is_held(
+        old,
+        new,
+        # The claim found the row busy and backed off (or, before the fix, waits for it).
+        reached=lambda: backed_off.is_set() or _locks_waited() > 0,
+        # The rest of the old run's finish: run_succeed's statement, which also updates the schedule's row.
+        then=lambda: {
+            "finished": attempt_writes.run_succeed(
+                old, number=1, output=None, duration_ms=1, now=old.created_at, occurred_at=old.created_at
+            )
+        },
+    )
 
     assert results == {"finished": True, "claimed": True}
     assert Run.objects.get(pk=old.pk).status == RunStatus.SUCCEEDED
@@ -402,40 +425,9 @@ def test_cancel_other_still_cancels_a_run_whose_row_was_busy_for_every_quick_try
     the claim waits for the lock, then cancels that run and starts its own, as cancel_other says."""
     monkeypatch.setattr(executor, "LOCK_BUSY_TRIES", 3)
     monkeypatch.setattr(executor, "_lock_busy_pause", lambda tries: None)
-    schedule = _schedule(org, "cancel other", overlap_policy="cancel_other", max_concurrency=1)
-    old, _ = schedule_run_now(schedule=schedule)
-    assert executor._claim(old.pk, "a", old.created_at) is not None
-    new, _ = schedule_run_now(schedule=schedule)
-    holding, release = threading.Event(), threading.Event()
-    results: dict[str, Any] = {}
-
-    def heartbeat_old() -> None:
-        try:
-            with transaction.atomic():
-                Run.objects.filter(pk=old.pk).update(heartbeat_at=old.created_at)
-                holding.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    def claim_new() -> None:
-        try:
-            results["claimed"] = executor._claim(new.pk, "b", new.created_at) is not None
-        finally:
-            connection.close()
-
-    a = threading.Thread(target=heartbeat_old)
-    a.start()
-    assert holding.wait(10)
-    b = threading.Thread(target=claim_new)
-    b.start()
-    deadline = time.monotonic() + 10
-    while _locks_waited() == 0:  # the last try waits for the old run's row
-        assert time.monotonic() < deadline, "the claim never waited for the running run's lock"
-        time.sleep(0.01)
-    release.set()
-    a.join(10)
-    b.join(10)
+    old, new = _old_running_and_new_queued(org)
+    # The last try waits for the old run's row.
+    results = _claim_while_the_old_row_is_held(old, new, reached=lambda: _locks_waited() > 0, then=dict)
 
     assert results == {"claimed": True}
     assert Run.objects.get(pk=old.pk).status == RunStatus.CANCELLED
