@@ -76,9 +76,16 @@ def test_a_token_dies_with_its_users_membership_or_account(org: Organization) ->
     user = user_in(org, "editor")
     client = client_with(token_for(user, org))
     Membership.objects.filter(user=user).delete()
-    assert client.get(f"{API}/schedules/").status_code == 401
+    gone = client.get(f"{API}/schedules/")
+    assert gone.status_code == 401
+    assert "no longer a member" in gone.json()["detail"]
     membership_set(organization=org, user=user, role="editor")
     assert client.get(f"{API}/schedules/").status_code == 200
+    # The role is read with the token on every request: a demotion takes effect on the next one.
+    membership_set(organization=org, user=user, role="viewer")
+    me = client.get(f"{API}/orgs/current/")
+    assert me.status_code == 200 and me.json()["role"] == "viewer", me.content
+    assert client.post(f"{API}/schedules/", {"name": "x"}, format="json").status_code == 403
     get_user_model().objects.filter(pk=user.pk).update(is_active=False)
     assert client.get(f"{API}/schedules/").status_code == 401
 
