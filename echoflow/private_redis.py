@@ -21,8 +21,9 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    """``persistent``: an append-only file fsynced on every write, as the production Redis of docker-compose.yml
-    keeps its stream and queues across a restart (the chaos test restarts it); otherwise nothing is kept."""
+    """``port``: a free one when not given (or 0). ``persistent``: an append-only file fsynced on every write, as
+    the production Redis of docker-compose.yml keeps its stream and queues across a restart (the chaos test restarts
+    it); otherwise nothing is kept."""
 
     def __init__(self, workdir: Path, *, port: int | None = None, persistent: bool = False) -> None:
         self.workdir = workdir

@@ -91,14 +91,14 @@ def _lock_busy_pause(tries: int) -> None:
 def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int, str] | None:
     """Move a queued run to running if its limits admit it; returns the run, the attempt's number and the
     organization's signing secret. Runs over a limit wait or are skipped (the overlap policy decides)."""
-    for tries in range(1, LOCK_BUSY_TRIES + 1):
+    for tries in range(1, LOCK_BUSY_TRIES):
         try:
-            return _claim_once(run_id, worker, now, nowait=tries < LOCK_BUSY_TRIES)
+            return _claim_once(run_id, worker, now, nowait=True)
         except OperationalError as exc:
-            if not lock_not_available(exc) or tries == LOCK_BUSY_TRIES:
+            if not lock_not_available(exc):
                 raise
             _lock_busy_pause(tries)
-    raise AssertionError("unreachable: the last try waits for its locks")
+    return _claim_once(run_id, worker, now, nowait=False)
 
 
 def _claim_once(run_id: int, worker: str, now: datetime, *, nowait: bool) -> tuple[Run, int, str] | None:

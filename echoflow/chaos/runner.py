@@ -251,7 +251,7 @@ def run_chaos(config: ChaosConfig, log: Callable[[str], None]) -> Figures:
     db = connection.settings_dict
     proxy = CuttableProxy((db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
     # Persistent like the production Redis in docker-compose.yml: a restart keeps stream and queues.
-    private_redis = PrivateRedis(workdir, port=config.redis_port or None, persistent=True)
+    private_redis = PrivateRedis(workdir, port=config.redis_port, persistent=True)
     private_redis.start()
     proxy_port = proxy.start()
     password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
