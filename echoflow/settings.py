@@ -163,6 +163,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(BROKER_DIR / "processed"),
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # A worker looks for its next message this often (kombu's default is once a second). With prefetch 1 it
+        # takes one message per look, so at 1 s the embedded worker ran at most one task a second: the system
+        # tasks alone (dispatch every second, relay and event processing every two) outran it, and dispatch ticks
+        # expired in the queue. An empty look is a directory listing.
+        "polling_interval": 0.05,
     }
 else:
     # Backoff waits live in the database, so no message sits in Redis for long; the visibility timeout only has
