@@ -56,6 +56,11 @@ def test_events_wait_in_the_outbox_while_redis_is_down_and_leave_in_order(
     envelopes = [json.loads(fields[b"envelope"]) for _, fields in entries]
     assert [e["type"] for e in envelopes] == ["schedule.created", "run.queued", "run.started", "run.succeeded"]
     assert [e["id"] for e in envelopes] == [str(e.event_id) for e in pending]
+    assert envelopes == [e.envelope() for e in pending]
+    # Each row records when it left and under which stream id, so a consumer can be pointed at it.
+    relayed = list(OutboxEvent.objects.order_by("id").values_list("stream_id", "relayed_at"))
+    assert [stream_id for stream_id, _ in relayed] == [entry_id.decode() for entry_id, _ in entries]
+    assert all(relayed_at is not None for _, relayed_at in relayed)
     assert outbox_relay() == 0  # sent once, never again
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.db import models
 
@@ -34,16 +35,43 @@ class OutboxEvent(models.Model):
 
     def envelope(self) -> dict[str, object]:
         """The stable JSON envelope of DESIGN §6."""
-        return {
-            "id": str(self.event_id),
-            "type": self.type,
-            "occurred_at": self.occurred_at.isoformat(),
-            "org": self.organization_id,
-            "schedule": self.schedule_id,
-            "run": self.run_id,
-            "attempt": self.attempt,
-            "data": self.data,
-        }
+        return event_envelope(
+            self.event_id,
+            self.type,
+            self.occurred_at,
+            self.organization_id,
+            self.schedule_id,
+            self.run_id,
+            self.attempt,
+            self.data,
+        )
+
+
+# The columns event_envelope takes, in its order (the relay reads them without building model instances).
+ENVELOPE_COLUMNS = ("event_id", "type", "occurred_at", "organization_id", "schedule_id", "run_id", "attempt", "data")
+
+
+def event_envelope(
+    event_id: uuid.UUID,
+    type: str,
+    occurred_at: datetime,
+    organization_id: int | None,
+    schedule_id: int | None,
+    run_id: int | None,
+    attempt: int | None,
+    data: object,
+) -> dict[str, object]:
+    """The stable JSON envelope of DESIGN §6, from an outbox row's columns."""
+    return {
+        "id": str(event_id),
+        "type": type,
+        "occurred_at": occurred_at.isoformat(),
+        "org": organization_id,
+        "schedule": schedule_id,
+        "run": run_id,
+        "attempt": attempt,
+        "data": data,
+    }
 
 
 class RelayLock(models.Model):
