@@ -120,6 +120,22 @@ def test_every_task_event_arrives_in_fewer_messages(tap: EventTap, worker: subpr
     assert len(tap.messages) < len(events) / 2
 
 
+def test_a_running_worker_leaves_no_finished_task_in_the_unacked_set(
+    broker_url: str, worker: subprocess.Popen[bytes]
+) -> None:
+    """Acknowledgements go out with the next reservation (echoflow/broker.py); after the last task the worker's
+    event loop writes them on its own, while the worker keeps running."""
+    client = redis.Redis.from_url(broker_url)
+    ids = [nap.apply_async(args=(0.01,)).id for _ in range(20)]
+
+    def held() -> list[str]:
+        records = [value.decode() for value in client.hvals("unacked")]
+        return [task_id for task_id in ids if any(task_id in record for record in records)]
+
+    wait_until(lambda: client.llen(QUEUE) == 0 and not held(), timeout=60, what="every task taken and acknowledged")
+    assert worker.poll() is None
+
+
 def test_the_last_events_are_published_when_the_worker_stops(tap: EventTap, worker: subprocess.Popen[bytes]) -> None:
     task_id = nap.apply_async(args=(1.0,)).id
     wait_until(lambda: task_id in tap.of("task-started"), timeout=60, what="the task to start")
