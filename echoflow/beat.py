@@ -31,8 +31,6 @@ class AlignedInterval(schedules.schedule):
 
     def __init__(self, run_every: timedelta, offset: float, nowfun: Any = None, app: Any = None) -> None:
         super().__init__(run_every, nowfun=nowfun, app=app)
-        self.every = run_every
-        self.make_now = nowfun
         period = self.seconds
         if period <= 0:
             raise ValueError(f"an aligned interval needs a positive period, not {run_every!r}")
@@ -55,17 +53,18 @@ class AlignedInterval(schedules.schedule):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AlignedInterval):
-            return self.every == other.every and self.offset == other.offset
+            return self.seconds == other.seconds and self.offset == other.offset
         return False
 
     def __hash__(self) -> int:
-        return hash((self.every, self.offset))
+        return hash((self.seconds, self.offset))
 
     def __reduce__(self) -> Any:
-        return self.__class__, (self.every, self.offset, self.make_now)
+        plain: Any = self  # celery-types does not declare run_every and nowfun
+        return self.__class__, (plain.run_every, self.offset, plain.nowfun)
 
 
-def system_task_offset(task: str, period: float) -> float | None:
+def system_task_offset(task: str) -> float | None:
     """Seconds after each whole period at which an EchoFlow system task fires; None for other tasks."""
     from echoflow.system_tasks import SYSTEM_TASKS
 
@@ -83,7 +82,7 @@ class EchoFlowEntry(ModelEntry):
         # Only plain intervals (IntervalSchedule); a crontab or clocked schedule is already tied to the clock.
         if type(schedule) is schedules.schedule:
             plain: Any = schedule  # celery-types does not declare run_every and nowfun
-            offset = system_task_offset(model.task, plain.seconds)
+            offset = system_task_offset(model.task)
             if offset is not None and plain.seconds > 0:
                 self.schedule = AlignedInterval(plain.run_every, offset, nowfun=plain.nowfun, app=self.app)
 

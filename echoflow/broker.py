@@ -59,14 +59,16 @@ class RedisQoS(kombu_redis.QoS):
         with self._acks_lock:
             self._acks[:0] = tags
 
+    def _forget(self, pipe: Any, tags: list[Any]) -> Any:
+        """Queue the removal of acknowledged messages from the unacked set on ``pipe``."""
+        return pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags) if tags else pipe
+
     def append(self, message: Any, delivery_tag: Any) -> None:
         delivery = message.delivery_info
         tags = self._take_acks()
         try:
             with self.pipe_or_acquire() as pipe:
-                if tags:
-                    pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags)
-                pipe.zadd(self.unacked_index_key, {delivery_tag: time()}).hset(
+                self._forget(pipe, tags).zadd(self.unacked_index_key, {delivery_tag: time()}).hset(
                     self.unacked_key, delivery_tag, dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
                 ).execute()
         except Exception:
@@ -89,7 +91,7 @@ class RedisQoS(kombu_redis.QoS):
             return
         try:
             with self.pipe_or_acquire() as pipe:
-                pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags).execute()
+                self._forget(pipe, tags).execute()
         except Exception:
             self._give_back(tags)
             raise
