@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,78 @@ def test_a_worker_killed_mid_attempt_is_reaped_and_the_run_retried(org: Organiza
         tick = dispatch_tick(sender=lambda rows: None)
         assert (tick.retried, tick.enqueued) == (1, 1)
     assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+
+
+_SQLITE_RELAY_CHILD = textwrap.dedent(
+    """
+    import json
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    from django.db import connection
+
+    from echoflow.accounts.services import organization_get_or_create
+    from echoflow.events.bus import outbox_relay
+    from echoflow.events.models import OutboxEvent
+    from runs.executor import run_execute
+    from runs.services import schedule_run_now
+    from schedules.services import schedule_create
+
+    org = organization_get_or_create(name="Acme", slug="acme")
+    data = {"name": "s", "trigger_kind": "cron", "cron": "0 0 1 1 *", "action_name": "echoflow.noop"}
+    for i in range(3):
+        schedule = schedule_create(organization=org, data={**data, "name": f"s{i}"})
+        run, _ = schedule_run_now(schedule=schedule)
+        run_execute(run_id=run.pk, worker="w")
+    first = outbox_relay()
+    print(json.dumps({
+        "vendor": connection.vendor,
+        "relayed": [first, outbox_relay()],
+        "rows": list(OutboxEvent.objects.order_by("id").values_list("type", "stream_id")),
+        "unmarked": OutboxEvent.objects.filter(relayed_at__isnull=True).count(),
+    }))
+    """
+)
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(False)
+def test_the_relay_marks_events_on_sqlite_with_their_stream_ids(tmp_path: Path, redis_client: redis.Redis) -> None:
+    """The embedded database given a Redis: the relay marks its batch with Django's bulk_update (PostgreSQL has its
+    own one-statement UPDATE), and each row gets the id of its own stream entry."""
+    stream = f"echoflow:test-sqlite-relay:{os.getpid()}"
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
+    env.update(
+        {
+            "ECHOFLOW_VAR_DIR": str(tmp_path),
+            "EVENTS_REDIS_URL": settings.REDIS_URL,
+            "EVENTS_STREAM": stream,
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "echoflow.settings",
+        }
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _SQLITE_RELAY_CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        entries = redis_client.xrange(stream)
+    finally:
+        redis_client.delete(stream)
+        for key in redis_client.scan_iter(f"{stream}:sent:*"):
+            redis_client.delete(key)
+    assert got["vendor"] == "sqlite"
+    types = ["schedule.created", "run.queued", "run.started", "run.succeeded"] * 3
+    assert got["relayed"] == [12, 0]
+    assert got["unmarked"] == 0
+    assert sorted(t for t, _ in got["rows"]) == sorted(types)
+    # Row by row, the stream id stored is the one Redis gave that event's entry.
+    assert [sid for _, sid in got["rows"]] == [entry_id.decode() for entry_id, _ in entries]
+    assert [t for t, _ in got["rows"]] == [json.loads(fields[b"envelope"])["type"] for _, fields in entries]
 
 
 @pytest.mark.redis
