@@ -1,7 +1,9 @@
 """Scenario 1 — dispatch: N schedules due in the same second, versus N django-celery-beat PeriodicTasks.
 
 EchoFlow: N cron schedules (``ss mm * * * *``, hourly at the slot's second) with ``next_run_at`` = the slot,
-two dispatcher processes (bench.dispatcher_loop) ticking every second, 0.25 s and 0.75 s after the whole second.
+two dispatcher processes (bench.dispatcher_loop) taking one tick a second in turn, ``DISPATCH_OFFSET`` (10 ms) after
+the whole second, as beat sends the dispatch message in production (echoflow.beat) and a free system worker takes
+it: the first at the slot's second, the second one second later if runs are left.
 Measured from the slot: when all N runs are in the database and when N messages are in the broker (LLEN of the
 private Redis); then duplicates (runs per (schedule, slot), messages beyond N).
 
@@ -24,6 +26,7 @@ from django.db import connection
 
 from bench.common import PYTHON, ROOT, Children, print_table, ratio
 from bench.data import bench_org, schedules_copy, truncate
+from echoflow.beat import DISPATCH_OFFSET
 
 POLL = 0.02
 
@@ -100,11 +103,12 @@ def echoflow_side(*, count: int, dispatchers: int, sender: str, limit: float, lo
     try:
         ready = []
         for i in range(dispatchers):
-            phase = (i + 0.5) / dispatchers
+            # Dispatcher i takes the ticks of the seconds i, i + dispatchers, ...: one tick a second in all.
+            phase = i + DISPATCH_OFFSET
             ready.append(log.parent / f"dispatcher-{sender}-{i}.ready")
             children.start(
-                ["-m", "bench.dispatcher_loop", "--until", str(until), "--phase", f"{phase:.3f}", "--sender", sender,
-                 "--ready", str(ready[-1])],
+                ["-m", "bench.dispatcher_loop", "--until", str(until), "--interval", str(dispatchers),
+                 "--phase", f"{phase:.3f}", "--sender", sender, "--ready", str(ready[-1])],
                 log=log,
             )  # fmt: skip
         deadline = time.time() + 120
