@@ -7,6 +7,7 @@ can act on, instead of a traceback from deep inside Django or Celery.
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -141,4 +142,36 @@ def check_redis_url(name: str, url: str) -> str:
         parts.port  # noqa: B018 - raises on a non-numeric port
     except ValueError:
         raise ConfigError(f"{name}: the port is not a number") from None
+    redis_tls_options(name, url)
     return url
+
+
+SSL_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+_SSL_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def redis_tls_options(name: str, url: str) -> dict[str, Any] | None:
+    """The TLS options of a ``rediss://`` URL, for the Celery broker; None for any other scheme.
+
+    redis-py (the event stream, the health check) verifies the server's certificate of a ``rediss://`` URL unless the
+    URL says ``ssl_cert_reqs=none``; kombu (the broker) verifies nothing unless told, and only logs a warning. The
+    broker is given the same options as redis-py takes from the URL, so one URL means the same thing to both:
+    ``ssl_cert_reqs`` (``required``, the default; ``optional``; ``none``) and the files ``ssl_ca_certs``,
+    ``ssl_certfile`` and ``ssl_keyfile``. A value neither accepts, or a file that is not there, is refused by name:
+    kombu would otherwise fall back to no verification.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return None
+    query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
+    reqs = query.get("ssl_cert_reqs", "required")
+    if reqs not in SSL_CERT_REQS:
+        raise ConfigError(f"{name}: ssl_cert_reqs must be required, optional or none; got {reqs!r}")
+    options: dict[str, Any] = {"ssl_cert_reqs": SSL_CERT_REQS[reqs]}
+    for key in _SSL_FILES:
+        if key in query:
+            path = unquote(query[key])
+            if not Path(path).is_file():
+                raise ConfigError(f"{name}: {key} {path!r} is not a file")
+            options[key] = path
+    return options

@@ -21,6 +21,7 @@ from echoflow.env import (
     env_int,
     env_list,
     env_str,
+    redis_tls_options,
 )
 
 # Lets generic Django classes be subscripted at run time (ModelForm[Schedule]) for the type checker.
@@ -176,9 +177,13 @@ else:
         "visibility_timeout": env_int("ECHOFLOW_VISIBILITY_TIMEOUT", 3600, minimum=60),
         "queue_order_strategy": "priority",
     }
-    if CELERY_BROKER_URL.startswith("redis://"):
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         # kombu's Redis transport with one client per channel instead of one per command (echoflow/broker.py).
         CELERY_BROKER_TRANSPORT = "echoflow.broker:RedisTransport"
+    # rediss://: the broker verifies Redis's certificate as the event stream's client does (kombu alone would not).
+    _broker_tls = redis_tls_options("CELERY_BROKER_URL", CELERY_BROKER_URL)
+    if _broker_tls is not None:
+        CELERY_BROKER_USE_SSL = _broker_tls
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_RESULT_BACKEND = None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
 
-from echoflow.env import ConfigError, database_from_url
+from echoflow.env import ConfigError, check_redis_url, database_from_url, redis_tls_options
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,3 +31,30 @@ def test_prepare_threshold_can_be_set_or_turned_off(value: str, expected: int | 
 def test_a_bad_prepare_threshold_is_refused_by_name(value: str) -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL: prepare_threshold must be a whole number >= 0 or none"):
         database_from_url("DATABASE_URL", f"postgres://u@db/echoflow?prepare_threshold={value}", base_dir=ROOT)
+
+
+def test_a_rediss_broker_verifies_the_certificate_unless_the_url_says_otherwise(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    assert redis_tls_options("REDIS_URL", "redis://h:6379/0") is None
+    assert redis_tls_options("REDIS_URL", "rediss://h:6380/0") == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    assert redis_tls_options("REDIS_URL", "rediss://h:6380/0?ssl_cert_reqs=none") == {"ssl_cert_reqs": ssl.CERT_NONE}
+    assert redis_tls_options("REDIS_URL", f"rediss://h:6380/0?ssl_cert_reqs=optional&ssl_ca_certs={ca}") == {
+        "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+        "ssl_ca_certs": str(ca),
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("ssl_cert_reqs=CERT_NONE", "REDIS_URL: ssl_cert_reqs must be required, optional or none; got 'CERT_NONE'"),
+        ("ssl_cert_reqs=", "REDIS_URL: ssl_cert_reqs must be required, optional or none; got ''"),
+        ("ssl_ca_certs=/nonexistent/ca.pem", "REDIS_URL: ssl_ca_certs '/nonexistent/ca.pem' is not a file"),
+        ("ssl_certfile=/nonexistent/c.pem", "REDIS_URL: ssl_certfile '/nonexistent/c.pem' is not a file"),
+    ],
+)
+def test_a_tls_option_that_would_fall_back_to_no_verification_is_refused_by_name(query: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        check_redis_url("REDIS_URL", f"rediss://h:6380/0?{query}")
+    assert str(raised.value) == message
