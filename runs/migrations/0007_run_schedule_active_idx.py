@@ -2,8 +2,12 @@
 
 from django.db import migrations, models
 
+from echoflow.migration_ops import AddIndexConcurrently, atomic_unless_postgresql
+
 
 class Migration(migrations.Migration):
+    # CREATE INDEX CONCURRENTLY cannot run in a transaction (echoflow/migration_ops.py).
+    atomic = atomic_unless_postgresql()
 
     dependencies = [
         ('accounts', '0002_apitoken'),
@@ -12,7 +16,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='run',
             index=models.Index(condition=models.Q(('status__in', ['queued', 'waiting', 'running'])), fields=['schedule', 'status'], name='run_schedule_active_idx'),
         ),

@@ -1,0 +1,271 @@
+"""echoflow/migration_ops.py: the index migrations build without blocking writes on PostgreSQL, can be run again
+after a failed build, leave the schema and the migration state AddIndex left, and stay plain on SQLite.
+
+The tests here migrate the test database back and forth; ``latest_schema`` puts it back at the end of each."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from io import StringIO
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.db import NotSupportedError, OperationalError, connection
+from django.db.migrations import AddField, AddIndex
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.operations.base import Operation
+from django.db.migrations.recorder import MigrationRecorder
+
+from echoflow.migration_ops import AddFieldIfMissing, AddIndexConcurrently
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (app, migration, index) of every migration that builds an index with AddIndexConcurrently.
+INDEX_MIGRATIONS = [
+    ("runs", "0005_run_org_active_idx", "run_org_active_idx"),
+    ("runs", "0007_run_schedule_active_idx", "run_schedule_active_idx"),
+    ("runs", "0009_run_agent", "run_org_agent_created_idx"),
+    ("schedules", "0003_schedule_org_agent_name_idx", "schedule_org_agent_name_idx"),
+]
+
+
+class IndexState(NamedTuple):
+    oid: int
+    valid: bool
+    definition: str
+
+
+class Statement(NamedTuple):
+    sql: str
+    in_transaction: bool
+    rows: int
+
+
+def index_state(name: str) -> IndexState | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexrelid::int, indisvalid, pg_get_indexdef(indexrelid) FROM pg_index "
+            "WHERE indexrelid = to_regclass(%s)",
+            [f'"{name}"'],
+        )
+        row = cursor.fetchone()
+    return None if row is None else IndexState(*row)
+
+
+def migrate(app: str, target: str) -> None:
+    call_command("migrate", app, target, verbosity=0)
+
+
+def applied(app: str, name: str) -> bool:
+    return MigrationRecorder.Migration.objects.filter(app=app, name=name).exists()
+
+
+@contextmanager
+def recorded_statements() -> Iterator[list[Statement]]:
+    """Every statement the test connection runs, whether it ran inside a transaction, and the rows it changed."""
+    statements: list[Statement] = []
+
+    def record(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        in_transaction = not connection.get_autocommit() or connection.in_atomic_block
+        result = execute(sql, params, many, context)
+        statements.append(Statement(sql, in_transaction, context["cursor"].rowcount))
+        return result
+
+    with connection.execute_wrapper(record):
+        yield statements
+
+
+@contextmanager
+def long_transaction_elsewhere() -> Iterator[None]:
+    """Another session in a REPEATABLE READ transaction that holds its snapshot (a long report, a worker between two
+    statements), while this connection gives up on a lock after 300 ms. A concurrent index build waits for such a
+    transaction to end before it marks the index valid: here it gives up first and leaves an INVALID index, as a
+    build cut short by a lock or statement timeout, a deadlock or a killed ``migrate`` does."""
+    db = connection.settings_dict
+    other = psycopg.connect(
+        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
+    )
+    try:
+        other.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        other.execute("SELECT count(*) FROM django_migrations")  # takes the snapshot
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '300ms'")
+        yield
+    finally:
+        other.close()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+
+
+@pytest.fixture
+def latest_schema(transactional_db: None) -> Iterator[None]:
+    """Bring every app back to its last migration after the test (before the database is flushed)."""
+    yield
+    call_command("migrate", verbosity=0)
+
+
+@pytest.mark.parametrize(("app", "name", "index"), INDEX_MIGRATIONS)
+def test_each_index_migration_builds_concurrently_outside_a_transaction(app: str, name: str, index: str) -> None:
+    out = StringIO()
+    call_command("sqlmigrate", app, name, stdout=out)
+    sql = out.getvalue()
+    assert f'CREATE INDEX CONCURRENTLY "{index}"' in sql
+    assert "BEGIN;" not in sql  # atomic = False: PostgreSQL refuses CONCURRENTLY in a transaction
+
+
+def test_migrating_runs_create_index_concurrently_and_drop_index_concurrently(latest_schema: None) -> None:
+    name = "run_schedule_active_idx"
+    with recorded_statements() as backward:
+        migrate("runs", "0006_drop_redundant_fk_indexes")
+    assert index_state(name) is None
+    with recorded_statements() as forward:
+        migrate("runs", "0007_run_schedule_active_idx")
+
+    drops = [(s.sql, s.in_transaction) for s in backward if name in s.sql]
+    assert drops == [(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"', False)]
+    builds = [s for s in forward if s.sql.startswith("CREATE INDEX")]
+    assert [(s.sql.split(" ON ")[0], s.in_transaction) for s in builds] == [
+        (f'CREATE INDEX CONCURRENTLY "{name}"', False)
+    ]
+    built = index_state(name)
+    assert built is not None and built.valid
+
+
+def test_migrate_run_again_after_a_failed_build_replaces_the_invalid_index(latest_schema: None) -> None:
+    name = "run_org_active_idx"
+    before = index_state(name)
+    assert before is not None
+    migrate("runs", "0004_attempt_interrupted")
+
+    with long_transaction_elsewhere(), pytest.raises(OperationalError, match="lock timeout"):
+        migrate("runs", "0005_run_org_active_idx")
+    left = index_state(name)
+    assert left is not None and not left.valid  # what the failed build left
+    assert not applied("runs", "0005_run_org_active_idx")
+
+    migrate("runs", "0005_run_org_active_idx")  # what the operator does: run migrate again
+
+    rebuilt = index_state(name)
+    assert rebuilt is not None and rebuilt.valid
+    assert rebuilt.oid != left.oid
+    assert rebuilt.definition == before.definition
+    assert applied("runs", "0005_run_org_active_idx")
+
+
+def test_a_valid_index_of_the_same_name_is_kept_as_it_is(latest_schema: None) -> None:
+    name = "run_schedule_active_idx"
+    definition = index_state(name)
+    assert definition is not None
+    migrate("runs", "0006_drop_redundant_fk_indexes")
+    # An operator built it ahead of the upgrade (or a run of the migration built it and then failed to record it).
+    with connection.cursor() as cursor:
+        cursor.execute(definition.definition.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1))
+    by_hand = index_state(name)
+    assert by_hand is not None and by_hand.valid
+
+    with recorded_statements() as statements:
+        migrate("runs", "0007_run_schedule_active_idx")
+
+    assert index_state(name) == by_hand
+    assert not [s for s in statements if s.sql.startswith(("CREATE INDEX", "DROP INDEX"))]
+    assert applied("runs", "0007_run_schedule_active_idx")
+
+
+def test_in_a_transaction_on_postgresql_it_refuses_and_says_how_to_fix_it(latest_schema: None) -> None:
+    migrate("runs", "0006_drop_redundant_fk_indexes")
+    loader = MigrationLoader(connection)
+    key = ("runs", "0007_run_schedule_active_idx")
+    operation = loader.get_migration(*key).operations[0]
+    from_state = loader.project_state(("runs", "0006_drop_redundant_fk_indexes"))
+    to_state = loader.project_state(key)
+
+    with (
+        pytest.raises(NotSupportedError, match=r"inside a transaction \(set atomic = False on the migration\)"),
+        connection.schema_editor(atomic=True) as editor,
+    ):
+        operation.database_forwards("runs", editor, from_state, to_state)
+    assert index_state("run_schedule_active_idx") is None
+
+
+@pytest.mark.parametrize(("app", "name", "index"), INDEX_MIGRATIONS)
+def test_the_migration_state_is_the_one_addindex_and_addfield_give(app: str, name: str, index: str) -> None:
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    operations = loader.get_migration(app, name).operations
+    ours = next(op for op in operations if isinstance(op, AddIndexConcurrently))
+    plain = AddIndex(model_name=ours.model_name, index=ours.index)
+    assert ours.index.name == index
+    assert ours.describe() == plain.describe()
+    assert ours.deconstruct()[1:] == plain.deconstruct()[1:]
+    assert ours.migration_name_fragment == plain.migration_name_fragment
+
+    def django_own(op: Operation) -> Operation:
+        if isinstance(op, AddIndexConcurrently):
+            return AddIndex(model_name=op.model_name, index=op.index)
+        if isinstance(op, AddFieldIfMissing):
+            return AddField(model_name=op.model_name, name=op.name, field=op.field)
+        return op
+
+    before = loader.project_state((app, name), at_end=False)
+    with_ours, with_django_own = before.clone(), before.clone()
+    for op in operations:
+        op.state_forwards(app, with_ours)
+        django_own(op).state_forwards(app, with_django_own)
+    assert with_ours.models == with_django_own.models
+    assert index in {i.name for i in with_ours.models[app, ours.model_name_lower].options["indexes"]}
+
+
+def test_makemigrations_finds_no_change() -> None:
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # exits 1 when the state differs
+
+
+_SQLITE_CHILD = textwrap.dedent(
+    """
+    import json
+    import sys
+    from io import StringIO
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    out = StringIO()
+    call_command("sqlmigrate", "runs", "0007_run_schedule_active_idx", stdout=out)
+    names = sys.argv[1:]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        indexes = sorted(row[0] for row in cursor.fetchall() if row[0] in names)
+    print(json.dumps({"vendor": connection.vendor, "sql": out.getvalue(), "indexes": indexes}))
+    """
+)
+
+
+@pytest.mark.django_db(False)
+def test_on_sqlite_the_migrations_build_plain_indexes_in_one_transaction(tmp_path: Path) -> None:
+    names = sorted(index for _, _, index in INDEX_MIGRATIONS)
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
+    env.update({"ECHOFLOW_VAR_DIR": str(tmp_path), "EVENTS_REDIS_URL": "", "PYTHONPATH": str(ROOT)})
+    env["DJANGO_SETTINGS_MODULE"] = "echoflow.settings"
+    done = subprocess.run(
+        [sys.executable, "-c", _SQLITE_CHILD, *names], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["vendor"] == "sqlite"
+    assert got["indexes"] == names
+    assert got["sql"].startswith("BEGIN;")
+    assert 'CREATE INDEX "run_schedule_active_idx" ON "runs_run"' in got["sql"]
+    assert "CONCURRENTLY" not in got["sql"]
