@@ -2,7 +2,8 @@
 
 Scenarios: dispatch (N schedules due in one second vs django-celery-beat), throughput (ad-hoc runs vs bare
 Celery tasks), lag (every-minute cron: start/finish lag vs beat), memory (dispatcher RSS and cold start by N),
-api (latency of the filtered list endpoints on 100k schedules and 1M runs), all. ``--smoke`` runs tiny sizes
+api (latency of the filtered list endpoints on 100k schedules and 1M runs), migrate (a worker's writes while
+the runs.0009 migration runs on 1M runs), all. ``--smoke`` runs tiny sizes
 in seconds (what CI runs; its times mean nothing).
 Everything happens in a database and a redis-server created for the run and removed at its end.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from bench.common import PYTHON, ROOT, bench_environment
 
-SCENARIOS = ("dispatch", "throughput", "lag", "memory", "api")
+SCENARIOS = ("dispatch", "throughput", "lag", "memory", "api", "migrate")
 
 
 def _machine() -> str:
@@ -80,6 +81,8 @@ def scenario_options(name: str, options: argparse.Namespace) -> dict[str, Any]:
             "requests": options.requests or (5 if smoke else 200),
             "warmup": 1 if smoke else 20,
         }
+    if name == "migrate":
+        return {"runs": options.count or (5_000 if smoke else 1_000_000)}
     raise ValueError(name)
 
 
@@ -92,7 +95,9 @@ def parser() -> argparse.ArgumentParser:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenario", choices=[*SCENARIOS, "all"])
     p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds; for CI (times mean nothing)")
-    p.add_argument("--count", type=int, default=0, help="N (default: the scenario's size from the issue); api: runs")
+    p.add_argument(
+        "--count", type=int, default=0, help="N (default: the scenario's size from the issue); api, migrate: runs"
+    )
     p.add_argument("--dispatchers", type=int, default=2, help="dispatch: dispatcher processes")
     p.add_argument(
         "--sender",

@@ -28,7 +28,7 @@ def main() -> None:
         from bench import throughput
 
         throughput.run(workdir=workdir, **options)
-    elif args.scenario in ("lag", "memory"):
+    elif args.scenario in ("lag", "memory", "migrate"):
         import importlib
 
         importlib.import_module(f"bench.{args.scenario}").run(workdir=workdir, **options)

@@ -106,6 +106,18 @@ def test_api_smoke_times_every_list_case_and_the_offset_comparison(smoke_output:
     assert "# api data: 500 schedules, 5,000 runs" in smoke_output
 
 
+def test_migrate_smoke_times_both_ways_of_making_the_change(smoke_output: str) -> None:
+    header, *rows = _table(smoke_output, "migrate:")
+    assert header == [
+        "change", "runs", "runs given an agent", "took s", "writes meanwhile", "write p50 ms", "write p99 ms",
+        "longest write ms",
+    ]  # fmt: skip
+    assert [row[0].split()[0] for row in rows] == ["one", "EchoFlow's"]
+    # Both ways copy the same agents onto the same runs; and the worker's writes were timed during each.
+    assert rows[0][2] == rows[1][2] and int(rows[0][2].replace(",", "")) > 0
+    assert all(int(row[4].replace(",", "")) >= 1 for row in rows)
+
+
 def test_smoke_drops_its_database(smoke_output: str) -> None:
     import os
 
