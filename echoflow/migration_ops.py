@@ -14,16 +14,25 @@ failed concurrent build leaves behind, and ``AddFieldIfMissing`` skips a column 
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.postgres.operations import AddIndexConcurrently as PostgresAddIndexConcurrently
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations import AddField, AddIndex
 from django.db.migrations.state import ProjectState
 
 if TYPE_CHECKING:
     from django.db.backends.postgresql.schema import DatabaseSchemaEditor as PostgresSchemaEditor
+
+logger = logging.getLogger(__name__)
+
+# AddFieldIfMissing on PostgreSQL: how long one try waits for the table's lock, and how many tries it makes.
+ADD_COLUMN_LOCK_TIMEOUT = "2s"
+ADD_COLUMN_TRIES = 10
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout that ran out
 
 
 def atomic_unless_postgresql() -> bool:
@@ -89,17 +98,67 @@ class AddIndexConcurrently(PostgresAddIndexConcurrently):
 
 class AddFieldIfMissing(AddField):
     """``AddField`` for a non-atomic migration: a run after a failure finds the column the first run committed and
-    leaves it. Its migration state is ``AddField``'s."""
+    leaves it; on PostgreSQL it waits for the table's lock a bounded time and tries again (``_add_with_lock_timeout``).
+    Its migration state is ``AddField``'s."""
 
     def database_forwards(
         self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
     ) -> None:
         model: Any = to_state.apps.get_model(app_label, self.model_name)
         column = model._meta.get_field(self.name).column
-        if not schema_editor.collect_sql and self.allow_migrate_model(schema_editor.connection.alias, model):
-            connection = schema_editor.connection
+        connection = schema_editor.connection
+        if not schema_editor.collect_sql and self.allow_migrate_model(connection.alias, model):
             with connection.cursor() as cursor:
                 columns = {c.name for c in connection.introspection.get_table_description(cursor, model._meta.db_table)}
             if column in columns:
                 return
-        super().database_forwards(app_label, schema_editor, from_state, to_state)
+        if schema_editor.collect_sql or connection.vendor != "postgresql" or connection.in_atomic_block:
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+            return
+        self._add_with_lock_timeout(app_label, schema_editor, from_state, to_state, model._meta.db_table, column)
+
+    def _add_with_lock_timeout(
+        self,
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        from_state: ProjectState,
+        to_state: ProjectState,
+        table: str,
+        column: str,
+    ) -> None:
+        """``ALTER TABLE … ADD COLUMN`` waits for an ACCESS EXCLUSIVE lock, and while it waits every other statement on
+        the table queues behind it: behind a long report query, workers could neither claim nor finish a run. Here it
+        gives up after ``ADD_COLUMN_LOCK_TIMEOUT``, lets the queue drain, and tries again, up to ``ADD_COLUMN_TRIES``
+        times; then ``migrate`` stops, saying so, with nothing changed."""
+        connection = schema_editor.connection
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('lock_timeout')")
+            before = cursor.fetchone()[0]
+        try:
+            for attempt in range(1, ADD_COLUMN_TRIES + 1):
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT set_config('lock_timeout', %s, false)", [ADD_COLUMN_LOCK_TIMEOUT])
+                try:
+                    super().database_forwards(app_label, schema_editor, from_state, to_state)
+                    return
+                except OperationalError as exc:
+                    if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                        raise
+                    if attempt == ADD_COLUMN_TRIES:
+                        raise OperationalError(
+                            f"could not lock {table} to add column {column} in {ADD_COLUMN_TRIES} tries of "
+                            f"{ADD_COLUMN_LOCK_TIMEOUT} each: another transaction holds the table (find it in "
+                            "pg_stat_activity); run migrate again once it has ended"
+                        ) from exc
+                    logger.warning(
+                        "migrate: %s is busy; adding column %s again (try %d of %d)",
+                        table, column, attempt + 1, ADD_COLUMN_TRIES,
+                    )  # fmt: skip
+                    _pause(min(0.1 * 2**attempt, 5.0))
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('lock_timeout', %s, false)", [before])
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)

@@ -25,6 +25,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations.base import Operation
 from django.db.migrations.recorder import MigrationRecorder
 
+from echoflow import migration_ops
 from echoflow.migration_ops import AddFieldIfMissing, AddIndexConcurrently
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -269,3 +270,72 @@ def test_on_sqlite_the_migrations_build_plain_indexes_in_one_transaction(tmp_pat
     assert got["sql"].startswith("BEGIN;")
     assert 'CREATE INDEX "run_schedule_active_idx" ON "runs_run"' in got["sql"]
     assert "CONCURRENTLY" not in got["sql"]
+
+
+@contextmanager
+def table_held_elsewhere(table: str) -> Iterator[psycopg.Connection[Any]]:
+    """Another session inside a transaction that has read ``table`` (a long report query): it holds ACCESS SHARE on
+    the table until it ends, so ``ALTER TABLE`` cannot have its ACCESS EXCLUSIVE lock."""
+    db = connection.settings_dict
+    other = psycopg.connect(
+        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
+    )
+    try:
+        other.execute("BEGIN")
+        other.execute(f"SELECT 1 FROM {table} LIMIT 1")
+        yield other
+    finally:
+        other.close()
+
+
+def _lock_timeout() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        return str(cursor.fetchone()[0])
+
+
+def test_adding_a_column_behind_a_long_transaction_gives_up_in_turns_and_succeeds_when_it_ends(
+    latest_schema: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrate("runs", "0008_run_claim_function")
+    before = _lock_timeout()
+    monkeypatch.setattr(migration_ops, "ADD_COLUMN_LOCK_TIMEOUT", "100ms")
+    monkeypatch.setattr(migration_ops, "ADD_COLUMN_TRIES", 5)
+    pauses: list[float] = []
+    with table_held_elsewhere("runs_run") as other:
+
+        def pause(seconds: float) -> None:  # the report query ends during the second pause
+            pauses.append(seconds)
+            if len(pauses) == 2:
+                other.execute("COMMIT")
+
+        monkeypatch.setattr(migration_ops, "_pause", pause)
+        migrate("runs", "0009_run_agent")
+    assert len(pauses) == 2  # two tries timed out (letting the queue behind them drain), the third added it
+    assert applied("runs", "0009_run_agent")
+    assert "agent" in _run_columns()
+    assert _lock_timeout() == before  # the session's own setting is given back
+
+
+def test_adding_a_column_stops_after_its_tries_with_the_table_unchanged_and_says_why(
+    latest_schema: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrate("runs", "0008_run_claim_function")
+    before = _lock_timeout()
+    monkeypatch.setattr(migration_ops, "ADD_COLUMN_LOCK_TIMEOUT", "100ms")
+    monkeypatch.setattr(migration_ops, "ADD_COLUMN_TRIES", 2)
+    monkeypatch.setattr(migration_ops, "_pause", lambda seconds: None)
+    with table_held_elsewhere("runs_run"), pytest.raises(OperationalError) as raised:
+        migrate("runs", "0009_run_agent")
+    assert str(raised.value) == (
+        "could not lock runs_run to add column agent in 2 tries of 100ms each: another transaction holds the table "
+        "(find it in pg_stat_activity); run migrate again once it has ended"
+    )
+    assert "agent" not in _run_columns()
+    assert not applied("runs", "0009_run_agent")
+    assert _lock_timeout() == before
+
+
+def _run_columns() -> set[str]:
+    with connection.cursor() as cursor:
+        return {c.name for c in connection.introspection.get_table_description(cursor, "runs_run")}
