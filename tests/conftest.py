@@ -6,8 +6,13 @@ ECHOFLOW_REQUIRE_SERVICES=1 (set by .ci/run) it fails instead, so CI can never p
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -127,6 +132,32 @@ def _drop_other_connections() -> None:
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+def embedded_child(code: str, var_dir: Path, *args: str, timeout: float = 300, **extra: str) -> Any:
+    """Run ``code`` in a new Python on the embedded default (SQLite in ``var_dir``; no database, broker, Redis or
+    eager mode inherited from this process, unless ``extra`` sets them) and return the JSON of its last line."""
+    inherited = {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "EVENTS_REDIS_URL", "CELERY_TASK_ALWAYS_EAGER"}
+    env = {k: v for k, v in os.environ.items() if k not in inherited}
+    env.update(
+        {
+            "ECHOFLOW_VAR_DIR": str(var_dir),
+            "EVENTS_REDIS_URL": "",
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            "DJANGO_SETTINGS_MODULE": "echoflow.settings",
+            **extra,
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def child_env(var_dir: object, *, with_redis: bool = True, **extra: str) -> dict[str, str]:

@@ -6,11 +6,8 @@ behaviour") while redis-py, for the events and the health check, refused it: one
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -20,8 +17,7 @@ import pytest
 import redis
 
 from echoflow.private_redis import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import embedded_child
 
 pytestmark = pytest.mark.redis
 
@@ -106,22 +102,7 @@ _CHILD = textwrap.dedent(
 
 
 def _child(url: str, tmp_path: Path) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL", "EVENTS_REDIS_URL"}}
-    env.update(
-        {
-            "REDIS_URL": url,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-            "ECHOFLOW_VAR_DIR": str(tmp_path),
-            "DJANGO_SETTINGS_MODULE": "echoflow.settings",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    env.pop("CELERY_TASK_ALWAYS_EAGER", None)
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = embedded_child(_CHILD, tmp_path, timeout=120, REDIS_URL=url)
     assert isinstance(result, dict)
     return result
 

@@ -5,10 +5,6 @@ The tests here migrate the test database back and forth; ``latest_schema`` puts 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,10 +23,10 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from echoflow import migration_ops
 from echoflow.migration_ops import AddFieldIfMissing, AddIndexConcurrently
+from tests.conftest import embedded_child
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
 
 # (app, migration, index) of every migration that builds an index with AddIndexConcurrently.
 INDEX_MIGRATIONS = [
@@ -257,14 +253,7 @@ _SQLITE_CHILD = textwrap.dedent(
 @pytest.mark.django_db(False)
 def test_on_sqlite_the_migrations_build_plain_indexes_in_one_transaction(tmp_path: Path) -> None:
     names = sorted(index for _, _, index in INDEX_MIGRATIONS)
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
-    env.update({"ECHOFLOW_VAR_DIR": str(tmp_path), "EVENTS_REDIS_URL": "", "PYTHONPATH": str(ROOT)})
-    env["DJANGO_SETTINGS_MODULE"] = "echoflow.settings"
-    done = subprocess.run(
-        [sys.executable, "-c", _SQLITE_CHILD, *names], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    got: dict[str, Any] = embedded_child(_SQLITE_CHILD, tmp_path, *names)
     assert got["vendor"] == "sqlite"
     assert got["indexes"] == names
     assert got["sql"].startswith("BEGIN;")

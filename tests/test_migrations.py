@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import importlib
-import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +17,7 @@ from django.db import OperationalError, connection
 from echoflow.accounts.models import Organization
 from runs.models import Run
 from runs.services import run_create_adhoc
+from tests.conftest import embedded_child
 from tests.test_api_helpers import make_schedule, queued_run
 from tests.test_migration_ops import (
     Statement,
@@ -33,7 +30,6 @@ from tests.test_migration_ops import (
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
-ROOT = Path(__file__).resolve().parent.parent
 
 run_agent = importlib.import_module("runs.migrations.0009_run_agent")
 
@@ -179,14 +175,7 @@ _SQLITE_CHILD = textwrap.dedent(
 
 @pytest.mark.django_db(False)
 def test_0009_on_sqlite_backward_and_forward_gives_every_run_its_schedules_agent(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
-    env.update({"ECHOFLOW_VAR_DIR": str(tmp_path), "EVENTS_REDIS_URL": "", "PYTHONPATH": str(ROOT)})
-    env["DJANGO_SETTINGS_MODULE"] = "echoflow.settings"
-    done = subprocess.run(
-        [sys.executable, "-c", _SQLITE_CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = embedded_child(_SQLITE_CHILD, tmp_path)
     assert got["vendor"] == "sqlite"
     assert got["dropped"]
     assert sorted(got["made"].values()) == ["", "", "", "", "eu-1", "eu-1", "eu-1", "us-1", "us-1", "us-1"]

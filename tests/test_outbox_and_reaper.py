@@ -27,7 +27,7 @@ from runs.executor import run_execute
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
 from runs.services import runs_reap, schedule_run_now
 from schedules.services import schedule_create
-from tests.conftest import child_env, wait_until
+from tests.conftest import child_env, embedded_child, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,22 +176,8 @@ def test_the_relay_marks_events_on_sqlite_with_their_stream_ids(tmp_path: Path, 
     """The embedded database given a Redis: the relay marks its batch with Django's bulk_update (PostgreSQL has its
     own one-statement UPDATE), and each row gets the id of its own stream entry."""
     stream = f"echoflow:test-sqlite-relay:{os.getpid()}"
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
-    env.update(
-        {
-            "ECHOFLOW_VAR_DIR": str(tmp_path),
-            "EVENTS_REDIS_URL": settings.REDIS_URL,
-            "EVENTS_STREAM": stream,
-            "PYTHONPATH": str(ROOT),
-            "DJANGO_SETTINGS_MODULE": "echoflow.settings",
-        }
-    )
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", _SQLITE_RELAY_CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        got = json.loads(done.stdout.strip().splitlines()[-1])
+        got = embedded_child(_SQLITE_RELAY_CHILD, tmp_path, EVENTS_REDIS_URL=settings.REDIS_URL, EVENTS_STREAM=stream)
         entries = redis_client.xrange(stream)
     finally:
         redis_client.delete(stream)

@@ -3,10 +3,6 @@ SQLite, write the same runs, events and schedule state."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,10 +23,10 @@ from runs.run_writes import PlannedRun, planned_runs_insert, scheduled_run_key, 
 from schedules.models import Schedule, ScheduleState
 from schedules.planning import DueSchedule
 from schedules.services import schedule_create
+from tests.conftest import embedded_child
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
-ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
@@ -278,14 +274,7 @@ _SQLITE_CHILD = textwrap.dedent(
 
 @pytest.mark.django_db(False)
 def test_the_orm_path_on_sqlite_writes_runs_events_and_next_slots(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
-    env.update({"ECHOFLOW_VAR_DIR": str(tmp_path), "EVENTS_REDIS_URL": "", "PYTHONPATH": str(ROOT)})
-    env["DJANGO_SETTINGS_MODULE"] = "echoflow.settings"
-    done = subprocess.run(
-        [sys.executable, "-c", _SQLITE_CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = embedded_child(_SQLITE_CHILD, tmp_path)
     assert got == {
         "vendor": "sqlite",
         "created": [5, 0],
