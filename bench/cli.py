@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.common import PYTHON, ROOT, bench_environment
+from bench.cpu import ProcessCpu, percent
 
 SCENARIOS = ("dispatch", "throughput", "lag", "memory", "api", "migrate")
 
@@ -62,6 +63,7 @@ def scenario_options(name: str, options: argparse.Namespace) -> dict[str, Any]:
             "period": 5 if smoke else 60,
             "limit": 20.0 if smoke else 120.0,
             "concurrency": options.concurrency,
+            "floor": not options.no_floor,
         }
     if name == "memory":
         sizes = [1000, 5000] if smoke else [1000, 100_000, 1_000_000]
@@ -107,6 +109,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--peer-limit", type=float, default=120.0, help="dispatch: seconds beat gets to send N")
     p.add_argument("--concurrency", type=int, default=2, help="throughput, lag: run worker concurrency")
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="lag: leave out Celery alone with the messages pushed at the slot (the floor under any scheduler)",
+    )
     p.add_argument("--pool", action="append", choices=["prefork", "threads"], help="throughput: pools; repeatable")
     p.add_argument(
         "--system-pool", action="append", choices=["prefork", "threads"], help="memory: system worker pools; repeatable"
@@ -126,11 +133,21 @@ def run(options: argparse.Namespace) -> int:
     names = SCENARIOS if options.scenario == "all" else (options.scenario,)
     print(f"# machine: {_machine()}", flush=True)
     failed = 0
+    host = ProcessCpu(lambda command: None)
     with bench_environment(postgres=options.postgres) as env:
         for name in names:
             config = json.dumps(scenario_options(name, options))
             print(f"# scenario {name}: {config}", flush=True)
+            before = host.snapshot()
             done = subprocess.run([PYTHON, "-m", "bench.runner", name, config], cwd=ROOT, env=env, check=False)
+            use = host.between(before, host.snapshot())
+            # On a shared virtual machine the hypervisor may take a large share of the time: figures of a scenario
+            # with much of it stolen are not comparable with one without.
+            print(
+                f"# scenario {name}: the machine's CPU time was {percent(use.busy)} busy and {percent(use.stolen)} "
+                "stolen by the hypervisor (from /proc/stat)",
+                flush=True,
+            )
             if done.returncode:
                 print(f"# scenario {name} failed with exit status {done.returncode}", file=sys.stderr, flush=True)
                 failed += 1

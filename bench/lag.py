@@ -18,10 +18,14 @@ seconds), a few slots of a handful of schedules.
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
@@ -29,6 +33,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bench.common import Children, percentile, print_table, ratio
+from bench.cpu import CpuUse, ProcessCpu, percent
 from bench.data import bench_org, copy_rows, schedules_copy, truncate
 
 WORKER_FLAGS = ["-l", "WARNING", "--without-gossip", "--without-mingle"]
@@ -43,6 +48,10 @@ class LagFigures:
     start: list[float]
     finish: list[float]
     note: str = ""
+    # CPU of each kind of process from each slot until its runs had all finished (``drains``: those seconds).
+    cpu: CpuUse | None = None
+    drains: list[float] | None = None
+    short: str = ""  # the system's name in the CPU table
 
     def p(self, which: str, q: float) -> float:
         return percentile({"sent": self.sent, "start": self.start, "finish": self.finish}[which], q)
@@ -58,6 +67,56 @@ def _wait_for_ping(app_name: str, node: str, deadline: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def _classifier(run_worker: str, beat_app: str) -> Callable[[str], str | None]:
+    """Which kind each process of one side is, by its command line (the private redis-server by its port)."""
+    port = urlsplit(settings.CELERY_BROKER_URL).port
+
+    def classify(command: str) -> str | None:
+        if command.startswith("postgres"):
+            return "PostgreSQL"
+        if command.split(" ", 1)[0].endswith("redis-server") and f":{port}" in command:
+            return "Redis"
+        if "celery" not in command:
+            return None
+        if run_worker in command:
+            return "run worker"
+        if "echoflow.system" in command:
+            return "system worker"
+        if f"-A {beat_app} beat" in command:
+            return "beat"
+        return None
+
+    return classify
+
+
+def _through_slots(
+    cpu: ProcessCpu,
+    *,
+    first: float,
+    slots: int,
+    period: int,
+    count: int,
+    finished: Callable[[int], int],
+    at_slot: Callable[[int], object] | None = None,
+) -> tuple[CpuUse, list[float]]:
+    """Sleep through the slots; CPU from each slot until ``finished(k)`` counts its runs (or the next slot).
+    ``at_slot(k)``: called at slot ``k`` (the floor's push)."""
+    use = CpuUse()
+    drains = []
+    for k in range(slots):
+        slot = first + k * period
+        time.sleep(max(0.0, slot - 0.05 - time.time()))
+        before = cpu.snapshot()
+        if at_slot is not None:
+            time.sleep(max(0.0, slot - time.time()))
+            at_slot(k)
+        while time.time() < slot + period - 0.2 and finished(k) < (k + 1) * count:
+            time.sleep(0.25)
+        use = use.plus(cpu.between(before, cpu.snapshot()))
+        drains.append(time.time() - slot)
+    return use, drains
 
 
 def _first_slot(period: int, lead: float = 3.0) -> float:
@@ -107,6 +166,10 @@ def echoflow_side(*, count: int, slots: int, period: int, limit: float, concurre
             cursor.execute("UPDATE schedules_schedule SET next_run_at = %s", [datetime.fromtimestamp(first, tz=UTC)])
         window = (datetime.fromtimestamp(first, tz=UTC), datetime.fromtimestamp(first + slots * period, tz=UTC))
         expected = count * slots
+        cpu, drains = _through_slots(
+            ProcessCpu(_classifier("bench-runs@", "echoflow")), first=first, slots=slots, period=period,
+            count=count, finished=lambda k: _finished((window[0], window[0] + timedelta(seconds=(k + 1) * period))),
+        )  # fmt: skip
         stop_at = first + (slots - 1) * period + limit
         while time.time() < stop_at:
             if time.time() > window[1].timestamp() and _finished(window) >= expected:
@@ -132,6 +195,9 @@ def echoflow_side(*, count: int, slots: int, period: int, limit: float, concurre
         [float(b) for _, b, _ in rows],
         [float(c) for _, _, c in rows],
         note,
+        cpu,
+        drains,
+        "EchoFlow",
     )
 
 
@@ -188,6 +254,10 @@ def peer_side(*, count: int, slots: int, period: int, limit: float, concurrency:
         first = _first_slot(period, lead=max(3.0, started + 5 - time.time()))
         end = first + slots * period
         expected = count * slots
+        cpu, drains = _through_slots(
+            ProcessCpu(_classifier("bench-lagpeer@", "bench.lag_peer")), first=first, slots=slots, period=period,
+            count=count, finished=_PeerDone(client, lag_peer.KEY, first, period),
+        )  # fmt: skip
         stop_at = first + (slots - 1) * period + limit
         while time.time() < stop_at:
             if time.time() > end and len(_peer_window(client, lag_peer.KEY, first, end)) >= expected:
@@ -207,7 +277,120 @@ def peer_side(*, count: int, slots: int, period: int, limit: float, concurrency:
         [start - slot for slot, _, start, _ in rows],
         [finish - slot for slot, _, _, finish in rows],
         note,
+        cpu,
+        drains,
+        "django-celery-beat",
     )
+
+
+class _PeerDone:
+    """How many no-ops of the slots ``first`` .. slot ``k`` have finished, reading only what the list gained."""
+
+    def __init__(self, client: redis.Redis, key: str, first: float, period: int) -> None:
+        self.client, self.key, self.first, self.period = client, key, first, period
+        self.read = 0
+        self.slots: list[float] = []
+
+    def __call__(self, k: int) -> int:
+        new = self.client.lrange(self.key, self.read, -1)
+        self.read += len(new)
+        self.slots.extend(float(raw.split()[0]) for raw in new)
+        end = self.first + (k + 1) * self.period - 0.5
+        return sum(1 for slot in self.slots if self.first - 0.5 <= slot < end)
+
+
+def floor_side(
+    *, count: int, slots: int, period: int, limit: float, concurrency: int, workdir: Path, fixes: bool
+) -> LagFigures:
+    """Celery alone: at each slot the orchestrator pushes ``count`` ready-made no-op messages in one pipeline (what
+    a scheduler that costs nothing would do), and the peer's worker (same pool and processes) runs them. No
+    database, no beat: how late 1,000 tasks due at once start on this machine with Celery itself, the floor under
+    any scheduler built on it. ``fixes``: the worker with EchoFlow's broker transport and consumer."""
+    from kombu.utils.json import dumps
+
+    from bench import celery_peer, lag_peer
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    env = dict(os.environ)
+    env.pop(celery_peer.FIXES_ENV, None)
+    if fixes:
+        env[celery_peer.FIXES_ENV] = "1"
+    name = "Celery alone, messages pushed at the slot" + (" (with EchoFlow's fixes)" if fixes else "")
+    node = f"bench-lagfloor{'-fixed' if fixes else ''}@{_hostname()}"
+    children = Children()
+    started = time.time()
+    pushed: list[float] = []
+    try:
+        children.start(
+            ["-m", "celery", "-A", "bench.lag_peer", "worker", "-P", "prefork", "-c", str(concurrency), "-Q",
+             lag_peer.QUEUE, "-n", node, *WORKER_FLAGS],
+            log=workdir / "lag-floor.log", env=env,
+        )  # fmt: skip
+        if not _wait_for_ping("peer", node, started + 120):
+            return LagFigures(name, count * slots, [], [], [], "the worker never answered a ping")
+        first = _first_slot(period)
+        # Every message built beforehand, as the peer's app would send it (headers, queue, delivery tag)...
+        batches: list[list[tuple[str, str]]] = []
+        with lag_peer.app.producer_or_acquire() as producer:
+            channel: Any = producer.channel
+            for k in range(slots):
+                collected: list[tuple[str, str]] = []
+
+                def collect(
+                    queue: str, message: dict[str, Any], into: list[tuple[str, str]] = collected, **kwargs: Any
+                ) -> None:
+                    into.append((channel._q_for_pri(queue, channel._get_message_priority(message)), dumps(message)))
+
+                channel._put = collect  # shadows the class method on this channel only
+                try:
+                    for _ in range(count):
+                        lag_peer.noop.apply_async(kwargs={"slot": first + k * period, "sent": 0.0}, producer=producer)
+                finally:
+                    del channel._put
+                batches.append(collected)
+        # ...then each slot's pushed in one pipelined round trip at the slot.
+        expected = count * slots
+        done = _PeerDone(client, lag_peer.KEY, first, period)
+
+        def push(k: int) -> None:
+            pushed.append(_push(client, batches[k]) - (first + k * period))
+
+        cpu, drains = _through_slots(
+            ProcessCpu(_classifier(node.split("@")[0] + "@", "-")), first=first, slots=slots, period=period,
+            count=count, finished=done, at_slot=push,
+        )  # fmt: skip
+        stop_at = first + (slots - 1) * period + limit
+        while time.time() < stop_at and done(slots - 1) < expected:
+            time.sleep(1.0)
+    finally:
+        children.stop_all()
+    rows = _peer_window(client, lag_peer.KEY, first, first + slots * period)
+    note = f"{len(rows):,} of {expected:,} done within {limit:.0f} s of the last slot" if len(rows) < expected else ""
+    return LagFigures(
+        f"{name}, worker prefork c={concurrency}",
+        expected,
+        # "sent": when the slot's pipeline had been written (the same for each message of a slot).
+        [
+            pushed[int((slot - first) // period)]
+            for slot, _, _, _ in rows
+            if int((slot - first) // period) < len(pushed)
+        ],
+        [start - slot for slot, _, start, _ in rows],
+        [finish - slot for slot, _, _, finish in rows],
+        note,
+        cpu,
+        drains,
+        "Celery alone" + (" with EchoFlow's fixes" if fixes else ""),
+    )
+
+
+def _push(client: redis.Redis, messages: list[tuple[str, str]]) -> float:
+    pipe = client.pipeline(transaction=False)
+    for queue, body in messages:
+        pipe.lpush(queue, body)
+    pipe.execute()
+    return time.time()
 
 
 def _peer_window(client: redis.Redis, key: str, first: float, end: float) -> list[tuple[float, float, float, float]]:
@@ -220,12 +403,21 @@ def _peer_window(client: redis.Redis, key: str, first: float, end: float) -> lis
     return rows
 
 
-def run(*, count: int, slots: int, period: int, limit: float, concurrency: int, workdir: Path) -> None:
-    """``concurrency``: the run worker's processes, EchoFlow's and the peer's alike (the issue's figure is 2)."""
+def run(
+    *, count: int, slots: int, period: int, limit: float, concurrency: int, workdir: Path, floor: bool = True
+) -> None:
+    """``concurrency``: the run worker's processes, EchoFlow's and the peer's alike (the issue's figure is 2).
+    ``floor``: also Celery alone, messages pushed at the slot, bare and with EchoFlow's fixes (``floor_side``)."""
     ours = echoflow_side(count=count, slots=slots, period=period, limit=limit, concurrency=concurrency, workdir=workdir)
     peer = peer_side(count=count, slots=slots, period=period, limit=limit, concurrency=concurrency, workdir=workdir)
+    floors = [
+        floor_side(
+            count=count, slots=slots, period=period, limit=limit, concurrency=concurrency, workdir=workdir, fixes=fixes
+        )
+        for fixes in ((False, True) if floor else ())
+    ]
     rows = []
-    for figures in (ours, peer):
+    for figures in (ours, peer, *floors):
         rows.append(
             [
                 figures.system,
@@ -245,3 +437,26 @@ def run(*, count: int, slots: int, period: int, limit: float, concurrency: int, 
          "finish p95", "finish p99", "p99 start vs beat", "note"],
         rows,
     )  # fmt: skip
+    kinds = ["run worker", "system worker", "beat", "PostgreSQL", "Redis"]
+    cpu_rows = []
+    for figures in (ours, peer, *floors):
+        if figures.cpu is None or not figures.drains:
+            continue
+        runs = count * len(figures.drains)
+        use = figures.cpu
+        cpu_rows.append(
+            [
+                figures.short or figures.system,
+                f"{sum(figures.drains) / len(figures.drains):.2f}",
+                *(f"{use.per_item_ms(kind, runs):.2f}" if kind in use.seconds else "—" for kind in kinds),
+                f"{1000 * use.total / runs:.2f}",
+                percent(use.busy),
+                percent(use.stolen),
+            ]
+        )
+    if cpu_rows:
+        print_table(
+            "lag: CPU from each slot until its runs had finished, ms per run (user + system, from /proc)",
+            ["system", "drain s", *kinds, "total", "host busy", "host stolen"],
+            cpu_rows,
+        )

@@ -71,9 +71,38 @@ def test_lag_smoke_prints_echoflow_and_beat_percentiles(smoke_output: str) -> No
         "start p50", "start p95", "start p99", "finish p50", "finish p95", "finish p99",
     ]  # fmt: skip
     assert "p99 start vs beat" in header
-    assert [row[0].split()[0] for row in rows] == ["EchoFlow", "django-celery-beat"]
+    assert [row[0].split(",")[0].split(" (")[0] for row in rows] == [
+        "EchoFlow", "django-celery-beat DatabaseScheduler", "Celery alone", "Celery alone",
+    ]  # fmt: skip
+    assert "with EchoFlow's fixes" in rows[3][0]
     echoflow = rows[0]
     assert int(echoflow[2].replace(",", "")) > 0  # runs really started and finished, whatever their lag
+
+
+def test_lag_smoke_prints_the_cpu_each_side_used_per_run(smoke_output: str) -> None:
+    header, *rows = _table(smoke_output, "lag: CPU")
+    assert header == [
+        "system", "drain s", "run worker", "system worker", "beat", "PostgreSQL", "Redis", "total", "host busy",
+        "host stolen",
+    ]  # fmt: skip
+    assert [row[0] for row in rows] == [
+        "EchoFlow", "django-celery-beat", "Celery alone", "Celery alone with EchoFlow's fixes",
+    ]  # fmt: skip
+    echoflow = dict(zip(header, rows[0], strict=True))
+    # The processes were found by their command lines: EchoFlow's run worker and PostgreSQL did the runs' work.
+    assert float(echoflow["run worker"]) > 0
+    assert float(echoflow["PostgreSQL"]) > 0
+    assert rows[1][header.index("system worker")] == "—"  # beat's side has no such process
+    for floor in rows[2:]:  # Celery alone: its worker found and counted, and no beat (the bench pushed the messages)
+        assert float(floor[header.index("run worker")]) > 0
+        assert floor[header.index("beat")] == "—"
+
+
+def test_lag_smoke_runs_every_task_pushed_at_the_slot_by_celery_alone(smoke_output: str) -> None:
+    header, *rows = _table(smoke_output, "lag:")
+    for floor in rows[2:]:
+        assert floor[header.index("done")] == floor[header.index("runs due")]
+        assert floor[header.index("note")] == ""
 
 
 def test_memory_smoke_prints_each_size_and_beat(smoke_output: str) -> None:
