@@ -10,7 +10,7 @@ import os
 import ssl
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 
 class ConfigError(Exception):
@@ -135,6 +135,8 @@ def _prepare_threshold(name: str, value: str) -> int | None:
 
 
 def check_redis_url(name: str, url: str) -> str:
+    """``url`` checked, and as every client should be given it: a ``rediss://`` URL's ``ssl_cert_reqs`` in the
+    spelling redis-py takes (Celery's and kombu's documentation write ``CERT_REQUIRED``, which redis-py refuses)."""
     parts = urlsplit(url)
     if parts.scheme not in {"redis", "rediss", "unix"}:
         raise ConfigError(f"{name}: expected a redis://host:port/db URL; got {url!r}")
@@ -143,10 +145,35 @@ def check_redis_url(name: str, url: str) -> str:
     except ValueError:
         raise ConfigError(f"{name}: the port is not a number") from None
     redis_tls_options(name, url)
-    return url
+    if parts.scheme != "rediss":
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(key == "ssl_cert_reqs" for key, _ in pairs):
+        return url
+    query = "&".join(
+        f"{key}={_cert_reqs(name, value) if key == 'ssl_cert_reqs' else quote(value, safe='/:')}"
+        for key, value in pairs
+    )
+    return urlunsplit(parts._replace(query=query))
 
 
 SSL_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+# The ssl module's names, as Celery's and kombu's documentation spell the values (any case).
+_CERT_REQS_ALIASES = {"cert_required": "required", "cert_optional": "optional", "cert_none": "none"}
+
+
+def _cert_reqs(name: str, value: str) -> str:
+    """``ssl_cert_reqs`` in redis-py's spelling; a value that is neither spelling is refused by name."""
+    short = value.strip().lower()
+    short = _CERT_REQS_ALIASES.get(short, short)
+    if short not in SSL_CERT_REQS:
+        raise ConfigError(
+            f"{name}: ssl_cert_reqs must be required, optional or none (or CERT_REQUIRED, CERT_OPTIONAL, CERT_NONE); "
+            f"got {value!r}"
+        )
+    return short
+
+
 _SSL_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 
@@ -156,7 +183,8 @@ def redis_tls_options(name: str, url: str) -> dict[str, Any] | None:
     redis-py (the event stream, the health check) verifies the server's certificate of a ``rediss://`` URL unless the
     URL says ``ssl_cert_reqs=none``; kombu (the broker) verifies nothing unless told, and only logs a warning. The
     broker is given the same options as redis-py takes from the URL, so one URL means the same thing to both:
-    ``ssl_cert_reqs`` (``required``, the default; ``optional``; ``none``) and the files ``ssl_ca_certs``,
+    ``ssl_cert_reqs`` (``required``, the default; ``optional``; ``none``; or the ssl module's names, ``CERT_REQUIRED``
+    and so on, which ``check_redis_url`` rewrites for redis-py) and the files ``ssl_ca_certs``,
     ``ssl_certfile`` and ``ssl_keyfile``. A value neither accepts, or a file that is not there, is refused by name:
     kombu would otherwise fall back to no verification.
     """
@@ -164,9 +192,7 @@ def redis_tls_options(name: str, url: str) -> dict[str, Any] | None:
     if parts.scheme != "rediss":
         return None
     query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
-    reqs = query.get("ssl_cert_reqs", "required")
-    if reqs not in SSL_CERT_REQS:
-        raise ConfigError(f"{name}: ssl_cert_reqs must be required, optional or none; got {reqs!r}")
+    reqs = _cert_reqs(name, query.get("ssl_cert_reqs", "required"))
     options: dict[str, Any] = {"ssl_cert_reqs": SSL_CERT_REQS[reqs]}
     for key in _SSL_FILES:
         if key in query:

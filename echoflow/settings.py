@@ -151,7 +151,7 @@ API_RATE_LIMIT = env_str("API_RATE_LIMIT", "600/minute")
 # --- Broker, event bus -----------------------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    check_redis_url("REDIS_URL", REDIS_URL)
+    REDIS_URL = check_redis_url("REDIS_URL", REDIS_URL)
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -184,6 +184,7 @@ else:
     _broker_tls = redis_tls_options("CELERY_BROKER_URL", CELERY_BROKER_URL)
     if _broker_tls is not None:
         CELERY_BROKER_USE_SSL = _broker_tls
+        CELERY_BROKER_URL = check_redis_url("CELERY_BROKER_URL", CELERY_BROKER_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_RESULT_BACKEND = None
@@ -230,7 +231,7 @@ CACHES: dict[str, Any] = (
 
 EVENTS_REDIS_URL = env_str("EVENTS_REDIS_URL") or REDIS_URL
 if EVENTS_REDIS_URL:
-    check_redis_url("EVENTS_REDIS_URL", EVENTS_REDIS_URL)
+    EVENTS_REDIS_URL = check_redis_url("EVENTS_REDIS_URL", EVENTS_REDIS_URL)
 EVENTS_STREAM = env_str("EVENTS_STREAM", "echoflow:events")
 EVENTS_STREAM_MAXLEN = env_int("EVENTS_STREAM_MAXLEN", 1_000_000, minimum=1000)
 

@@ -137,3 +137,15 @@ def test_ssl_cert_reqs_none_turns_verification_off_for_broker_and_health_check_a
     assert got["use_ssl"] == {"ssl_cert_reqs": "CERT_NONE"}
     assert got["broker"] == "ok"
     assert got["health"] == [True, "Redis answers"]
+
+
+def test_celerys_spelling_cert_required_verifies_for_the_broker_and_the_health_check_alike(
+    tls_redis: tuple[int, Path], tmp_path: Path
+) -> None:
+    # Celery's documentation writes ssl_cert_reqs=CERT_REQUIRED; redis-py (the health check, the event stream) only
+    # takes "required". Both clients get it, verified against the given CA.
+    port, ca = tls_redis
+    got = _child(f"rediss://localhost:{port}/0?ssl_cert_reqs=CERT_REQUIRED&ssl_ca_certs={ca}", tmp_path)
+    assert got["use_ssl"] == {"ssl_cert_reqs": "CERT_REQUIRED", "ssl_ca_certs": str(ca)}
+    assert got["broker"] == "ok"
+    assert got["health"] == [True, "Redis answers"]

@@ -6,6 +6,7 @@ import ssl
 from pathlib import Path
 
 import pytest
+import redis
 
 from echoflow.env import ConfigError, check_redis_url, database_from_url, redis_tls_options
 
@@ -45,11 +46,43 @@ def test_a_rediss_broker_verifies_the_certificate_unless_the_url_says_otherwise(
     }
 
 
+MUST = "REDIS_URL: ssl_cert_reqs must be required, optional or none (or CERT_REQUIRED, CERT_OPTIONAL, CERT_NONE)"
+
+
+@pytest.mark.parametrize(
+    ("spelling", "short", "mode"),
+    [
+        ("CERT_REQUIRED", "required", ssl.CERT_REQUIRED),
+        ("cert_optional", "optional", ssl.CERT_OPTIONAL),
+        ("CERT_NONE", "none", ssl.CERT_NONE),
+        ("Required", "required", ssl.CERT_REQUIRED),
+    ],
+)
+def test_celerys_spelling_of_ssl_cert_reqs_is_taken_and_rewritten_for_redis_py(
+    spelling: str, short: str, mode: ssl.VerifyMode, tmp_path: Path
+) -> None:
+    ca = tmp_path / "my ca.pem"
+    ca.write_text("")
+    url = f"rediss://:p%40ss@h:6380/0?ssl_ca_certs={ca}&ssl_cert_reqs={spelling}"
+    assert redis_tls_options("REDIS_URL", url) == {"ssl_cert_reqs": mode, "ssl_ca_certs": str(ca)}
+    checked = check_redis_url("REDIS_URL", url)
+    assert checked == f"rediss://:p%40ss@h:6380/0?ssl_ca_certs={str(ca).replace(' ', '%20')}&ssl_cert_reqs={short}"
+    # redis-py, which serves the event stream, the cache and the health check, takes the rewritten URL as it is.
+    connection = redis.Redis.from_url(checked).connection_pool.make_connection()
+    assert (connection.cert_reqs, connection.ca_certs, connection.password) == (mode, str(ca), "p@ss")
+
+
+def test_a_url_without_tls_options_is_left_as_it_is() -> None:
+    for url in ("redis://h:6379/0?health_check_interval=5", "rediss://h:6380/0", "unix:///run/redis.sock?db=2"):
+        assert check_redis_url("REDIS_URL", url) == url
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("ssl_cert_reqs=CERT_NONE", "REDIS_URL: ssl_cert_reqs must be required, optional or none; got 'CERT_NONE'"),
-        ("ssl_cert_reqs=", "REDIS_URL: ssl_cert_reqs must be required, optional or none; got ''"),
+        ("ssl_cert_reqs=CERT_NOTHING", f"{MUST}; got 'CERT_NOTHING'"),
+        ("ssl_cert_reqs=", f"{MUST}; got ''"),
+        ("ssl_cert_reqs=0", f"{MUST}; got '0'"),
         ("ssl_ca_certs=/nonexistent/ca.pem", "REDIS_URL: ssl_ca_certs '/nonexistent/ca.pem' is not a file"),
         ("ssl_certfile=/nonexistent/c.pem", "REDIS_URL: ssl_certfile '/nonexistent/c.pem' is not a file"),
     ],
