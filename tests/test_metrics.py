@@ -3,6 +3,7 @@ organization and by schedule (read from rollups, with percentiles from histogram
 
 from __future__ import annotations
 
+import textwrap
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from echoflow.accounts.models import Organization
 from echoflow.events.bus import EventSpec, event_record
 from echoflow.events.models import OutboxEvent
 from echoflow.observability.histograms import DURATION_BOUNDS_MS, percentile
-from echoflow.observability.models import ORG_WIDE, EventCursor, MetricRollup, Resolution
+from echoflow.observability.models import ORG_WIDE, ROLLUP_COLUMNS, EventCursor, MetricRollup, Resolution
 from echoflow.observability.processor import CURSOR_NAME, GAP_GRACE, events_process
 from echoflow.observability.selectors import (
     WindowError,
@@ -28,6 +29,7 @@ from runs.models import DispatcherHeartbeat
 from runs.services import schedule_run_now
 from schedules.models import Schedule
 from schedules.services import schedule_create
+from tests.conftest import embedded_child
 
 pytestmark = pytest.mark.django_db
 
@@ -235,3 +237,90 @@ def test_pruning_keeps_recent_rollups_and_the_all_time_counters(org: Organizatio
     assert metrics_summary(organization=org, window="7d", now=NOW).counts.succeeded == 1
     assert metrics_summary(organization=org, window="31d", now=NOW).counts.succeeded == 2
     assert _total(org).succeeded == 3
+
+
+# The same batch of events, added twice, on PostgreSQL (this process: one statement per batch) and on SQLite (the
+# embedded default, a child process: one statement per row) must give the same rollup rows.
+_ROLLUP_EVENTS = textwrap.dedent(
+    """
+    from datetime import UTC, datetime
+
+    from echoflow.events.models import OutboxEvent
+    from echoflow.observability.models import ROLLUP_COLUMNS, MetricRollup
+    from echoflow.observability.rollups import rollups_apply
+
+    T = datetime(2026, 12, 2, 10, 15, 30, tzinfo=UTC)
+
+
+    def rollup_events():
+        def event(type, minute, org, schedule, attempt, **data):
+            return OutboxEvent(type=type, occurred_at=T.replace(minute=minute), organization_id=org,
+                               schedule_id=schedule, run_id=1, attempt=attempt, data=data)
+        return [
+            event("run.started", 15, 7, 3, 1, lag_ms=120),
+            event("run.succeeded", 15, 7, 3, 1, duration_ms=40),
+            event("run.started", 16, 7, 4, 1, lag_ms=5000),
+            event("run.failed", 16, 7, 4, 1, duration_ms=900),
+            event("run.started", 15, 8, None, 2, lag_ms=1),  # a retry's start: no trigger, no lag
+            event("run.retrying", 15, 8, None, 2),
+            event("run.queued", 15, 8, None, 1),  # counts nowhere
+        ]
+
+
+    def rollup_rows():
+        return sorted(
+            [row.resolution, row.start.isoformat(), row.organization_id, row.schedule_id,
+             *(getattr(row, c) for c in ROLLUP_COLUMNS)]
+            for row in MetricRollup.objects.all()
+        )
+    """
+)
+
+_SQLITE_ROLLUPS = (
+    textwrap.dedent(
+        """
+    import json
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    """
+    )
+    + _ROLLUP_EVENTS
+    + textwrap.dedent(
+        """
+    written = [rollups_apply(rollup_events()), rollups_apply(rollup_events())]
+    print(json.dumps({"written": written, "rows": rollup_rows()}))
+    """
+    )
+)
+
+
+def test_a_batch_is_rolled_up_in_one_statement_and_the_same_as_on_sqlite(tmp_path: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    scope: dict[str, Any] = {}
+    exec(_ROLLUP_EVENTS, scope)  # the shared test data above, which the SQLite child runs too
+    written = []
+    for _ in range(2):  # the second batch adds to the rows the first one made
+        with CaptureQueriesContext(connection) as queries:
+            written.append(scope["rollups_apply"](scope["rollup_events"]()))
+        assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
+    rows = scope["rollup_rows"]()
+    # minute + hour for each of the two schedules, minute + hour + all-time for each organization.
+    assert written == [11, 11]
+    names = ["resolution", "start", "org", "schedule", *ROLLUP_COLUMNS]
+    columns = dict(zip(names, next(r for r in rows if r[0] == "total" and r[2] == 7), strict=True))
+    assert (columns["triggers"], columns["succeeded"], columns["failed"]) == (4, 2, 2)
+    assert (columns["lag_count"], columns["lag_sum_ms"], columns["duration_sum_ms"]) == (4, 10_240, 1_880)
+    columns_8 = dict(zip(names, next(r for r in rows if r[0] == "total" and r[2] == 8), strict=True))
+    assert (columns_8["triggers"], columns_8["retried"], columns_8["lag_count"]) == (0, 2, 0)
+
+    sqlite = embedded_child(_SQLITE_ROLLUPS, tmp_path)
+    assert sqlite["written"] == written
+    assert [[*r[:1], datetime.fromisoformat(r[1]), *r[2:]] for r in sqlite["rows"]] == [
+        [*r[:1], datetime.fromisoformat(r[1]), *r[2:]] for r in rows
+    ]

@@ -157,9 +157,12 @@ def event_increments(event: OutboxEvent) -> list[tuple[int, int]]:
 def rollups_apply(events: Iterable[OutboxEvent]) -> int:
     """Add run events to their rollup rows; returns how many rows were written.
 
-    The increments of a batch are summed in memory first, then added in the database with one statement per row,
-    ``INSERT … ON CONFLICT (resolution, organization_id, schedule_id, start) DO UPDATE SET c = c + excluded.c``
-    (PostgreSQL and SQLite), sent together with executemany: no read before the write.
+    The increments of a batch are summed in memory first, then added in the database without a read before the
+    write: ``INSERT … ON CONFLICT (resolution, organization_id, schedule_id, start) DO UPDATE SET c = c +
+    excluded.c``. On PostgreSQL the whole batch is one such statement over ``unnest`` of one array per column: every
+    statement on this table checks the ~40 ``>= 0`` constraints of its counter columns, whose expressions PostgreSQL
+    reads anew for each statement, so a statement per row cost about 0.2 ms of the server's CPU (two rows per run
+    event of a schedule). SQLite gets one statement per row (executemany).
     """
     width = len(ROLLUP_COLUMNS)
     deltas: dict[RollupKey, list[int]] = {}
@@ -181,17 +184,32 @@ def rollups_apply(events: Iterable[OutboxEvent]) -> int:
     table = quote(MetricRollup._meta.db_table)
     columns = ["resolution", "start", "organization_id", "schedule_id", *ROLLUP_COLUMNS, "updated_at"]
     additions = ", ".join(f"{quote(c)} = {table}.{quote(c)} + excluded.{quote(c)}" for c in ROLLUP_COLUMNS)
-    sql = (
-        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+    conflict = (
         f"ON CONFLICT ({quote('resolution')}, {quote('organization_id')}, {quote('schedule_id')}, {quote('start')}) "
         f"DO UPDATE SET {additions}, {quote('updated_at')} = excluded.{quote('updated_at')}"
+    )
+    # In key order: two writers that add to the same rows lock them in the same order.
+    ordered = sorted(deltas.items())
+    if connection.vendor == "postgresql":
+        keys = list(zip(*(key for key, _ in ordered), strict=True))
+        values = list(zip(*(row for _, row in ordered), strict=True))
+        arrays = ["%s::text[]", "%s::timestamptz[]", "%s::bigint[]", "%s::bigint[]", *(["%s::bigint[]"] * width)]
+        sql = (
+            f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
+            f"SELECT *, %s::timestamptz FROM unnest({', '.join(arrays)}) {conflict}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [timezone.now(), *(list(k) for k in keys), *(list(v) for v in values)])
+        return len(ordered)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) {conflict}"
     )
     adapt = connection.ops.adapt_datetimefield_value
     now = adapt(timezone.now())
     rows = [
         [resolution, adapt(bucket_start), org, schedule, *values, now]
-        for (resolution, bucket_start, org, schedule), values in deltas.items()
+        for (resolution, bucket_start, org, schedule), values in ordered
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
