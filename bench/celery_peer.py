@@ -23,6 +23,16 @@ ECHOFLOW_FIXES = {
     "worker_consumer": "echoflow.worker_consumer:Consumer",
 }
 QUEUE = "bench.peer"
+
+
+def worker_env(*, fixes: bool) -> dict[str, str]:
+    """The environment of a peer worker, with or without EchoFlow's fixes."""
+    env = {k: v for k, v in os.environ.items() if k != FIXES_ENV}
+    if fixes:
+        env[FIXES_ENV] = "1"
+    return env
+
+
 KEY = "bench:peer"
 
 

@@ -18,7 +18,6 @@ seconds), a few slots of a handful of schedules.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -306,16 +305,12 @@ def floor_side(
     a scheduler that costs nothing would do), and the peer's worker (same pool and processes) runs them. No
     database, no beat: how late 1,000 tasks due at once start on this machine with Celery itself, the floor under
     any scheduler built on it. ``fixes``: the worker with EchoFlow's broker transport and consumer."""
-    from kombu.utils.json import dumps
-
     from bench import celery_peer, lag_peer
+    from bench.fast_send import Messages, collect_messages, push_messages
 
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     client.flushdb()
-    env = dict(os.environ)
-    env.pop(celery_peer.FIXES_ENV, None)
-    if fixes:
-        env[celery_peer.FIXES_ENV] = "1"
+    env = celery_peer.worker_env(fixes=fixes)
     name = "Celery alone, messages pushed at the slot" + (" (with EchoFlow's fixes)" if fixes else "")
     node = f"bench-lagfloor{'-fixed' if fixes else ''}@{_hostname()}"
     children = Children()
@@ -330,31 +325,23 @@ def floor_side(
         if not _wait_for_ping("peer", node, started + 120):
             return LagFigures(name, count * slots, [], [], [], "the worker never answered a ping")
         first = _first_slot(period)
+
         # Every message built beforehand, as the peer's app would send it (headers, queue, delivery tag)...
-        batches: list[list[tuple[str, str]]] = []
-        with lag_peer.app.producer_or_acquire() as producer:
-            channel: Any = producer.channel
-            for k in range(slots):
-                collected: list[tuple[str, str]] = []
+        def slot_messages(k: int) -> Messages:
+            def send(producer: Any) -> None:
+                for _ in range(count):
+                    lag_peer.noop.apply_async(kwargs={"slot": first + k * period, "sent": 0.0}, producer=producer)
 
-                def collect(
-                    queue: str, message: dict[str, Any], into: list[tuple[str, str]] = collected, **kwargs: Any
-                ) -> None:
-                    into.append((channel._q_for_pri(queue, channel._get_message_priority(message)), dumps(message)))
+            return collect_messages(lag_peer.app, send)
 
-                channel._put = collect  # shadows the class method on this channel only
-                try:
-                    for _ in range(count):
-                        lag_peer.noop.apply_async(kwargs={"slot": first + k * period, "sent": 0.0}, producer=producer)
-                finally:
-                    del channel._put
-                batches.append(collected)
+        batches = [slot_messages(k) for k in range(slots)]
         # ...then each slot's pushed in one pipelined round trip at the slot.
         expected = count * slots
         done = _PeerDone(client, lag_peer.KEY, first, period)
 
         def push(k: int) -> None:
-            pushed.append(_push(client, batches[k]) - (first + k * period))
+            push_messages(client, batches[k])
+            pushed.append(time.time() - (first + k * period))
 
         cpu, drains = _through_slots(
             ProcessCpu(_classifier(node.split("@")[0] + "@", "-")), first=first, slots=slots, period=period,
@@ -371,11 +358,7 @@ def floor_side(
         f"{name}, worker prefork c={concurrency}",
         expected,
         # "sent": when the slot's pipeline had been written (the same for each message of a slot).
-        [
-            pushed[int((slot - first) // period)]
-            for slot, _, _, _ in rows
-            if int((slot - first) // period) < len(pushed)
-        ],
+        [pushed[round((slot - first) / period)] for slot, _, _, _ in rows],
         [start - slot for slot, _, start, _ in rows],
         [finish - slot for slot, _, _, finish in rows],
         note,
@@ -383,14 +366,6 @@ def floor_side(
         drains,
         "Celery alone" + (" with EchoFlow's fixes" if fixes else ""),
     )
-
-
-def _push(client: redis.Redis, messages: list[tuple[str, str]]) -> float:
-    pipe = client.pipeline(transaction=False)
-    for queue, body in messages:
-        pipe.lpush(queue, body)
-    pipe.execute()
-    return time.time()
 
 
 def _peer_window(client: redis.Redis, key: str, first: float, end: float) -> list[tuple[float, float, float, float]]:

@@ -14,7 +14,6 @@ Both queues are filled before the worker starts, so worker start-up is outside b
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -90,10 +89,7 @@ def _celery_rate(
     with celery_peer.app.producer_or_acquire() as producer:
         for i in range(count):
             celery_peer.noop.apply_async(args=(i,), producer=producer)
-    env = dict(os.environ)
-    env.pop(celery_peer.FIXES_ENV, None)
-    if fixes:
-        env[celery_peer.FIXES_ENV] = "1"
+    env = celery_peer.worker_env(fixes=fixes)
     children = Children()
     proc = children.start(
         ["-m", "celery", "-A", "bench.celery_peer", "worker", "-P", pool, "-c", str(concurrency), "-Q",
