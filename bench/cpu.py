@@ -68,13 +68,14 @@ def command_line(pid: int) -> str:
         return ""
 
 
-def _process_ticks(pid: int) -> int | None:
+def _process_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, utime + stime in ticks) of a process; None if it is gone."""
     try:
         text = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
     fields = text.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of man 5 proc)
+    return int(fields[1]), int(fields[11]) + int(fields[12])  # ppid, utime, stime (fields 4, 14, 15 of man 5 proc)
 
 
 def host_times() -> dict[str, int]:
@@ -85,18 +86,29 @@ def host_times() -> dict[str, int]:
     return {name: int(value) for name, value in zip(_STAT_FIELDS, first[1:], strict=False)}
 
 
-class ProcessCpu:
-    """``classify(command_line) -> kind or None``: which processes count, under which name."""
+def pool_kind(kind: str) -> str:
+    """The kind under which ``ProcessCpu`` counts the pool processes of a ``kind`` listed in its ``pools``."""
+    return f"{kind}: pool"
 
-    def __init__(self, classify: Callable[[str], str | None]) -> None:
+
+class ProcessCpu:
+    """``classify(command_line) -> kind or None``: which processes count, under which name.
+
+    ``pools``: kinds whose processes fork pool processes with the same command line (a prefork Celery worker). A
+    process of such a kind whose parent is of the same kind counts as ``pool_kind(kind)``, so that the worker's
+    main process (the consumer: broker, events, handing tasks out) and its pool processes (the tasks) are told
+    apart; both together are the worker."""
+
+    def __init__(self, classify: Callable[[str], str | None], *, pools: frozenset[str] = frozenset()) -> None:
         self.classify = classify
+        self.pools = pools
         self.available = (PROC / "stat").exists()
         self._hz = os.sysconf("SC_CLK_TCK") if self.available else 100
 
     def snapshot(self) -> Snapshot:
         if not self.available:
             return Snapshot()
-        ticks: dict[tuple[str, int], int] = {}
+        found: dict[int, tuple[str, int, int]] = {}  # pid -> (kind, parent pid, ticks)
         for entry in PROC.iterdir():
             if not entry.name.isdigit():
                 continue
@@ -104,9 +116,14 @@ class ProcessCpu:
             kind = self.classify(command_line(pid))
             if kind is None:
                 continue
-            used = _process_ticks(pid)
-            if used is not None:
-                ticks[(kind, pid)] = used
+            stat = _process_stat(pid)
+            if stat is not None:
+                found[pid] = (kind, *stat)
+        ticks: dict[tuple[str, int], int] = {}
+        for pid, (kind, parent, used) in found.items():
+            if kind in self.pools and parent in found and found[parent][0] == kind:
+                kind = pool_kind(kind)
+            ticks[(kind, pid)] = used
         return Snapshot(ticks, host_times())
 
     def between(self, before: Snapshot, after: Snapshot) -> CpuUse:

@@ -32,7 +32,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bench.common import Children, percentile, print_table, ratio
-from bench.cpu import CpuUse, ProcessCpu, percent
+from bench.cpu import CpuUse, ProcessCpu, percent, pool_kind
 from bench.data import bench_org, copy_rows, schedules_copy, truncate
 
 WORKER_FLAGS = ["-l", "WARNING", "--without-gossip", "--without-mingle"]
@@ -88,6 +88,10 @@ def _classifier(run_worker: str, beat_app: str) -> Callable[[str], str | None]:
         return None
 
     return classify
+
+
+# The workers' main processes and their pool processes are counted apart (``pool_kind``), and added up in the table.
+WORKERS = frozenset({"run worker", "system worker"})
 
 
 def _through_slots(
@@ -166,7 +170,7 @@ def echoflow_side(*, count: int, slots: int, period: int, limit: float, concurre
         window = (datetime.fromtimestamp(first, tz=UTC), datetime.fromtimestamp(first + slots * period, tz=UTC))
         expected = count * slots
         cpu, drains = _through_slots(
-            ProcessCpu(_classifier("bench-runs@", "echoflow")), first=first, slots=slots, period=period,
+            ProcessCpu(_classifier("bench-runs@", "echoflow"), pools=WORKERS), first=first, slots=slots, period=period,
             count=count, finished=lambda k: _finished((window[0], window[0] + timedelta(seconds=(k + 1) * period))),
         )  # fmt: skip
         stop_at = first + (slots - 1) * period + limit
@@ -254,8 +258,8 @@ def peer_side(*, count: int, slots: int, period: int, limit: float, concurrency:
         end = first + slots * period
         expected = count * slots
         cpu, drains = _through_slots(
-            ProcessCpu(_classifier("bench-lagpeer@", "bench.lag_peer")), first=first, slots=slots, period=period,
-            count=count, finished=_PeerDone(client, lag_peer.KEY, first, period),
+            ProcessCpu(_classifier("bench-lagpeer@", "bench.lag_peer"), pools=WORKERS), first=first, slots=slots,
+            period=period, count=count, finished=_PeerDone(client, lag_peer.KEY, first, period),
         )  # fmt: skip
         stop_at = first + (slots - 1) * period + limit
         while time.time() < stop_at:
@@ -344,8 +348,8 @@ def floor_side(
             pushed.append(time.time() - (first + k * period))
 
         cpu, drains = _through_slots(
-            ProcessCpu(_classifier(node.split("@")[0] + "@", "-")), first=first, slots=slots, period=period,
-            count=count, finished=done, at_slot=push,
+            ProcessCpu(_classifier(node.split("@")[0] + "@", "-"), pools=WORKERS), first=first, slots=slots,
+            period=period, count=count, finished=done, at_slot=push,
         )  # fmt: skip
         stop_at = first + (slots - 1) * period + limit
         while time.time() < stop_at and done(slots - 1) < expected:
@@ -419,11 +423,19 @@ def run(
             continue
         runs = count * len(figures.drains)
         use = figures.cpu
+
+        def ms(*names: str, use: CpuUse = use, runs: int = runs) -> str:
+            if not any(name in use.seconds for name in names):
+                return "—"
+            return f"{sum(use.per_item_ms(name, runs) for name in names):.2f}"
+
         cpu_rows.append(
             [
                 figures.short or figures.system,
                 f"{sum(figures.drains) / len(figures.drains):.2f}",
-                *(f"{use.per_item_ms(kind, runs):.2f}" if kind in use.seconds else "—" for kind in kinds),
+                *(ms(kind, pool_kind(kind)) if kind in WORKERS else ms(kind) for kind in kinds),
+                ms("run worker"),
+                ms(pool_kind("run worker")),
                 f"{1000 * use.total / runs:.2f}",
                 percent(use.busy),
                 percent(use.stolen),
@@ -431,7 +443,8 @@ def run(
         )
     if cpu_rows:
         print_table(
-            "lag: CPU from each slot until its runs had finished, ms per run (user + system, from /proc)",
-            ["system", "drain s", *kinds, "total", "host busy", "host stolen"],
+            "lag: CPU from each slot until its runs had finished, ms per run (user + system, from /proc); the run "
+            "worker is its main process (the consumer) and its pool processes (the tasks)",
+            ["system", "drain s", *kinds, "run worker: main", "run worker: pool", "total", "host busy", "host stolen"],
             cpu_rows,
         )

@@ -82,8 +82,8 @@ def test_lag_smoke_prints_echoflow_and_beat_percentiles(smoke_output: str) -> No
 def test_lag_smoke_prints_the_cpu_each_side_used_per_run(smoke_output: str) -> None:
     header, *rows = _table(smoke_output, "lag: CPU")
     assert header == [
-        "system", "drain s", "run worker", "system worker", "beat", "PostgreSQL", "Redis", "total", "host busy",
-        "host stolen",
+        "system", "drain s", "run worker", "system worker", "beat", "PostgreSQL", "Redis", "run worker: main",
+        "run worker: pool", "total", "host busy", "host stolen",
     ]  # fmt: skip
     assert [row[0] for row in rows] == [
         "EchoFlow", "django-celery-beat", "Celery alone", "Celery alone with EchoFlow's fixes",
@@ -96,6 +96,10 @@ def test_lag_smoke_prints_the_cpu_each_side_used_per_run(smoke_output: str) -> N
     for floor in rows[2:]:  # Celery alone: its worker found and counted, and no beat (the bench pushed the messages)
         assert float(floor[header.index("run worker")]) > 0
         assert floor[header.index("beat")] == "—"
+    for row in rows:  # every side's run worker is prefork: its main process and its pool processes both counted,
+        main, pool = (float(row[header.index(f"run worker: {part}")]) for part in ("main", "pool"))
+        assert main > 0 and pool > 0  # and the run worker's column is their sum
+        assert float(row[header.index("run worker")]) == pytest.approx(main + pool, abs=0.011)
 
 
 def test_lag_smoke_runs_every_task_pushed_at_the_slot_by_celery_alone(smoke_output: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cpu import CpuUse, ProcessCpu, command_line, percent
+from bench.cpu import CpuUse, ProcessCpu, command_line, percent, pool_kind
 
 pytestmark = pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc (Linux)")
 
@@ -36,6 +37,50 @@ def test_counts_the_cpu_of_the_processes_it_classifies_and_only_them() -> None:
     assert use.seconds["burner"] >= 0.25
     assert use.busy is not None and 0 < use.busy <= 1
     assert use.stolen is not None and 0 <= use.stolen < 1
+
+
+# A main process that forks one pool process (same command line); only the pool process burns CPU, then both wait.
+FORK_AND_BURN = (
+    "import os, sys, time\n"
+    "if os.fork() == 0:\n"
+    "    end = time.process_time() + 0.3\n"
+    "    while time.process_time() < end: pass\n"
+    "    time.sleep(600)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def test_tells_a_workers_pool_processes_from_its_main_process() -> None:
+    def classify(command: str) -> str | None:
+        return "worker" if "echoflow-cpu-test-pool" in command else None
+
+    cpu = ProcessCpu(classify, pools=frozenset({"worker"}))
+    unsplit = ProcessCpu(classify)
+    before = cpu.snapshot()
+    main = subprocess.Popen([sys.executable, "-c", FORK_AND_BURN, "echoflow-cpu-test-pool"], stdin=subprocess.PIPE)
+    pids: dict[str, int] = {}
+    try:
+        enough = 0.25 * os.sysconf("SC_CLK_TCK")
+        give_up = time.monotonic() + 60  # a safety net against hanging, not a timing assertion
+        while True:
+            after = cpu.snapshot()
+            pids = {kind: pid for kind, pid in after.ticks}
+            if after.ticks.get((pool_kind("worker"), pids.get(pool_kind("worker"), -1)), 0) >= enough:
+                break
+            assert main.poll() is None
+            assert time.monotonic() < give_up, "the pool process's CPU time never showed in /proc"
+            time.sleep(0.01)
+        assert pids["worker"] == main.pid  # the main process keeps the kind's own name
+        assert pids[pool_kind("worker")] != main.pid
+        use = cpu.between(before, after)
+        # Without ``pools``, both are one kind.
+        assert {kind for kind, _ in unsplit.snapshot().ticks} == {"worker"}
+    finally:
+        if pool_kind("worker") in pids:
+            os.kill(pids[pool_kind("worker")], signal.SIGKILL)
+        main.communicate(b"")
+    assert use.seconds[pool_kind("worker")] >= 0.25
+    assert use.seconds["worker"] < use.seconds[pool_kind("worker")]
 
 
 def test_command_line_of_a_live_process_and_of_a_missing_one() -> None:
