@@ -4,15 +4,18 @@ EchoFlow: N cron schedules (``ss mm * * * *``, hourly at the slot's second) with
 two dispatcher processes (bench.dispatcher_loop) taking one tick a second in turn, ``DISPATCH_OFFSET`` (10 ms) after
 the whole second, as beat sends the dispatch message in production (echoflow.beat) and a free system worker takes
 it: the first at the slot's second, the second one second later if runs are left.
-Measured from the slot: when all N runs are in the database and when N messages are in the broker (LLEN of the
-private Redis); then duplicates (runs per (schedule, slot), messages beyond N).
+Measured from the slot: when all N runs are in the database and when the broker holds messages for all N (the
+private Redis's queues read as they grow; a burst goes out as messages of several runs, runs.sending); then
+duplicates (runs per (schedule, slot), runs carried by more than one message).
 
 Peer: N PeriodicTasks on one CrontabSchedule (every minute), driven by DatabaseScheduler in bench.beat_peer with
-its clock at the due minute; measured from the slot until N messages are in Redis, or the time limit.
+its clock at the due minute; measured from the slot until N messages (one task each) are in Redis, or the time
+limit.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -27,6 +30,7 @@ from django.db import connection
 from bench.common import PYTHON, ROOT, Children, print_table, ratio
 from bench.data import bench_org, schedules_copy, truncate
 from echoflow.beat import DISPATCH_OFFSET
+from runs.sending import EXECUTE_RUN, EXECUTE_RUNS
 
 POLL = 0.02
 
@@ -56,13 +60,43 @@ class DispatchFigures:
         return float("nan")
 
 
-def broker_messages(client: redis.Redis) -> int:
-    """Messages waiting in every queue of the private Redis (kombu keeps each queue as a list)."""
-    total = 0
-    for key in client.scan_iter(count=1000):
-        if client.type(key) == b"list":
-            total += int(client.llen(key))
-    return total
+class BrokerTally:
+    """The messages in every queue of the private Redis and what they carry, read as the queues grow: nothing
+    consumes them during the scenario, and kombu pushes each new message at the head of its queue's list.
+
+    ``items``: one per task, except that an EchoFlow run message counts the runs it carries (``execute_runs``
+    carries several); ``run_ids``: those runs' ids, to find a run sent twice."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.read: dict[bytes, int] = {}
+        self.messages = 0
+        self.items = 0
+        self.run_ids: list[int] = []
+
+    def update(self) -> int:
+        for key in self.client.scan_iter(count=1000):
+            if self.client.type(key) != b"list":
+                continue
+            length = int(self.client.llen(key))
+            new = length - self.read.get(key, 0)
+            if new > 0:
+                for raw in self.client.lrange(key, 0, new - 1):
+                    self._add(raw)
+                self.read[key] = length
+        return self.items
+
+    def _add(self, raw: bytes) -> None:
+        message = json.loads(raw)
+        self.messages += 1
+        task = (message.get("headers") or {}).get("task")
+        if task not in (EXECUTE_RUN, EXECUTE_RUNS):
+            self.items += 1
+            return
+        arg = json.loads(base64.b64decode(message["body"]))[0][0]
+        ids = [int(pk) for pk in arg] if task == EXECUTE_RUNS else [int(arg)]
+        self.run_ids.extend(ids)
+        self.items += len(ids)
 
 
 def _run_count() -> int:
@@ -72,14 +106,14 @@ def _run_count() -> int:
 
 
 def _wait(
-    *, slot: float, count: int, until: float, client: redis.Redis, count_runs: bool
+    *, slot: float, count: int, until: float, tally: BrokerTally, count_runs: bool
 ) -> tuple[float | None, float | None]:
     written = enqueued = None
     while time.time() < until and (written is None or enqueued is None):
         now = time.time()
         if count_runs and written is None and _run_count() >= count:
             written = time.time() - slot
-        if enqueued is None and broker_messages(client) >= count:
+        if enqueued is None and tally.update() >= count:
             enqueued = time.time() - slot
         if now < slot:
             time.sleep(min(POLL, slot - now))
@@ -122,15 +156,19 @@ def echoflow_side(*, count: int, dispatchers: int, sender: str, limit: float, lo
                 [slot, f"{slot.second} {slot.minute} * * * *"],
             )
         note = "" if time.time() < slot_ts else "the slot passed while it was being set"
-        written, enqueued = _wait(slot=slot_ts, count=count, until=slot_ts + limit, client=client, count_runs=True)
+        tally = BrokerTally(client)
+        written, enqueued = _wait(slot=slot_ts, count=count, until=slot_ts + limit, tally=tally, count_runs=True)
         time.sleep(1.5)  # a late duplicate would show up now
     finally:
         children.stop_all()
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*), count(DISTINCT (schedule_id, slot)) FROM runs_run")
         runs, distinct = cursor.fetchone()
-    messages = broker_messages(client)
-    duplicates = (runs - distinct) + max(0, messages - count)
+    tally.update()
+    messages = tally.messages
+    duplicates = (runs - distinct) + (len(tally.run_ids) - len(set(tally.run_ids)))
+    if messages != tally.items:
+        note = ", ".join(filter(None, [note, f"{tally.items:,} runs in {messages:,} messages"]))
     return DispatchFigures(
         f"EchoFlow ({dispatchers} dispatchers, {sender} send)", count, written, enqueued, messages, runs, duplicates,
         note,
@@ -172,12 +210,14 @@ def beat_side(*, count: int, limit: float, log: Path) -> DispatchFigures:
             return DispatchFigures("django-celery-beat DatabaseScheduler", count, None, None, 0, 0, 0, "beat failed")
         info = json.loads(line)
         slot_ts = float(info["slot"])
-        _, enqueued = _wait(slot=slot_ts, count=count, until=slot_ts + limit, client=client, count_runs=False)
+        tally = BrokerTally(client)
+        _, enqueued = _wait(slot=slot_ts, count=count, until=slot_ts + limit, tally=tally, count_runs=False)
         if enqueued is not None:
             time.sleep(1.5)
     finally:
         children.stop_all()
-    messages = broker_messages(client)
+    tally.update()
+    messages = tally.messages
     note = f"loading {count:,} entries took {info['load_s']:.1f} s"
     if enqueued is None:
         note += f"; {messages:,} of {count:,} sent after the {limit:.0f} s limit"

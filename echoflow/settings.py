@@ -214,6 +214,7 @@ WORKER_QUEUES = "echoflow.system,echoflow.high,echoflow,echoflow.low"
 CELERY_TASK_ROUTES = {
     "echoflow.system.*": {"queue": "echoflow.system"},
     "echoflow.execute_run": {"queue": "echoflow"},
+    "echoflow.execute_runs": {"queue": "echoflow"},
 }
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 
@@ -242,6 +243,13 @@ ECHOFLOW: dict[str, Any] = {
     "DISPATCH_INTERVAL_SECONDS": env_float("ECHOFLOW_DISPATCH_INTERVAL", 1.0, minimum=0.1),
     "DISPATCH_BATCH_SIZE": env_int("ECHOFLOW_DISPATCH_BATCH_SIZE", 1000, minimum=1, maximum=50_000),
     "RESEND_AFTER_SECONDS": env_int("ECHOFLOW_RESEND_AFTER", 300, minimum=5),
+    # A burst of runs to one queue goes out as messages of up to RUN_BATCH_MAX runs each, but in at least
+    # RUN_BATCH_SPREAD messages, so that that many worker processes share it (runs.sending). 1 turns batching off.
+    "RUN_BATCH_MAX": env_int("ECHOFLOW_RUN_BATCH_MAX", 16, minimum=1, maximum=1000),
+    "RUN_BATCH_SPREAD": env_int("ECHOFLOW_RUN_BATCH_SPREAD", 64, minimum=1),
+    # A batch still running after this long sends the runs it has not started back to the broker, to the head
+    # of their queue, for any free worker process (runs.executor.run_execute_batch).
+    "RUN_BATCH_SPILL_SECONDS": env_float("ECHOFLOW_RUN_BATCH_SPILL", 0.25, minimum=0.0),
     "HEARTBEAT_STALE_SECONDS": env_int("ECHOFLOW_HEARTBEAT_STALE", 30, minimum=2),
     # SIGTERM to a worker: running attempts get this long to finish, then are recorded interrupted and retried.
     "SHUTDOWN_GRACE_SECONDS": env_float("ECHOFLOW_SHUTDOWN_GRACE", 20.0, minimum=0.0),

@@ -176,7 +176,11 @@ def _start_data(run: Run, worker: str, now: datetime) -> dict[str, Any]:
     }
 
 
-def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
+# Called once if the action is still running at a monotonic time: (when, what).
+SlowHook = tuple[float, Callable[[], None]]
+
+
+def _run_action(run: Run, ctx: ActionContext, on_slow: SlowHook | None = None) -> AttemptResult:
     box: dict[str, AttemptResult] = {}
 
     def target() -> None:
@@ -202,8 +206,16 @@ def _run_action(run: Run, ctx: ActionContext) -> AttemptResult:
 
     job = action_start(target, name=f"echoflow-run-{run.pk}")
     while True:
-        if job.wait(min(HEARTBEAT_SECONDS, max(ctx.remaining, 0.01))):
+        wait = min(HEARTBEAT_SECONDS, max(ctx.remaining, 0.01))
+        if on_slow is not None:
+            wait = min(wait, max(on_slow[0] - time.monotonic(), 0.0))
+        if job.wait(wait):
             return box.get("result") or AttemptResult(AttemptOutcome.FAILED, error="the action ended without a result")
+        if on_slow is not None and time.monotonic() >= on_slow[0]:
+            _, slow = on_slow
+            on_slow = None
+            slow()
+            continue
         if ctx.remaining <= 0:
             ctx.cancel_event.set()
             job.wait(STOP_GRACE_SECONDS)
@@ -319,11 +331,14 @@ def schedule_record_outcome(*, schedule_id: int, status: str, finished_at: datet
             )
 
 
-def run_execute(*, run_id: int, worker: str, on_stuck: Callable[[], None] | None = None) -> str | None:
+def run_execute(
+    *, run_id: int, worker: str, on_stuck: Callable[[], None] | None = None, on_slow: SlowHook | None = None
+) -> str | None:
     """Execute one attempt of ``run_id``; returns the run's new status, or None if it was not ours to run.
 
     ``on_stuck`` is called, after the outcome is recorded, when the action ignored its cancellation flag (cancel
-    or timeout) and is still running in its thread: the Celery task ends its pool process then."""
+    or timeout) and is still running in its thread: the Celery task ends its pool process then. ``on_slow``
+    (monotonic time, callable): called once if the action is still running then (run_execute_batch)."""
     now = timezone.now()
     claimed = _claim(run_id, worker, now)
     if claimed is None:
@@ -342,7 +357,7 @@ def run_execute(*, run_id: int, worker: str, on_stuck: Callable[[], None] | None
         signing_secret=signing_secret,
     )
     started = time.monotonic()
-    result = _run_action(run, ctx)
+    result = _run_action(run, ctx, on_slow)
     status = _finish(run, number, result, started)
     logger.info(
         "run=%s schedule=%s org=%s trace=%s attempt=%s outcome=%s status=%s",
@@ -364,3 +379,52 @@ def run_execute(*, run_id: int, worker: str, on_stuck: Callable[[], None] | None
         if on_stuck is not None:
             on_stuck()
     return status
+
+
+def run_execute_batch(
+    *,
+    run_ids: list[int],
+    worker: str,
+    give_back: Callable[[list[int]], None],
+    on_stuck: Callable[[], None] | None = None,
+) -> list[str | None]:
+    """Execute the runs of one ``execute_runs`` message in turn, each exactly as ``run_execute`` does (its own
+    claim, attempt and finish), so a duplicate message, a redelivery or a run cancelled meanwhile changes nothing.
+
+    A batch must not hold runs back behind a slow one: once it has been going for RUN_BATCH_SPILL_SECONDS (checked
+    before each run and while an action runs), the runs it has not started are handed to ``give_back`` (sent
+    again, to the head of their queue) and the batch ends after the run in hand. If they cannot be sent, the
+    batch keeps them and runs them itself. Returns the statuses of the runs it executed, in order."""
+    deadline = time.monotonic() + float(settings.ECHOFLOW["RUN_BATCH_SPILL_SECONDS"])
+    rest = list(run_ids)
+    statuses: list[str | None] = []
+    keep = False  # given back, or could not be: the batch runs what it still holds without asking again
+
+    def spill() -> None:
+        nonlocal keep
+        if keep or not rest:
+            return
+        keep = True
+        try:
+            give_back(list(rest))
+        except Exception:
+            logger.exception("execute: could not give back %d run(s) of a slow batch; running them here", len(rest))
+            return
+        logger.info("execute: a slow batch gave back %d run(s) for other worker processes", len(rest))
+        rest.clear()
+
+    def stuck() -> None:
+        spill()  # before this pool process is ended
+        if on_stuck is not None:
+            on_stuck()
+
+    while rest:
+        if statuses and time.monotonic() >= deadline:  # the first run always starts here
+            spill()
+            if not rest:
+                break
+        run_id = rest.pop(0)
+        statuses.append(
+            run_execute(run_id=run_id, worker=worker, on_stuck=stuck, on_slow=None if keep else (deadline, spill))
+        )
+    return statuses

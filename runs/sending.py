@@ -1,4 +1,13 @@
-"""Sending ``execute_run`` messages to the broker, a batch at a time.
+"""Sending run messages to the broker, a batch at a time.
+
+Each run goes out in an ``execute_run`` message of its own, except in a burst: many runs for one queue at once
+(a slot that thousands of schedules share) go out as ``execute_runs`` messages of several runs each
+(``runs_messages``; settings ``ECHOFLOW_RUN_BATCH_MAX`` and ``ECHOFLOW_RUN_BATCH_SPREAD``). A Celery message costs
+its worker about 2 ms of CPU (the consumer's reservation, acknowledgement and task events, the hand-over to the
+pool process, the tracer), as much as executing a no-op run; a batch pays it once for all its runs. The runs of
+a batch are executed one after the other, each with its own claim, attempt and finish
+(runs.executor.run_execute_batch), and given back to the queue when the batch runs long, so nothing about a run's
+guarantees depends on which message carried it.
 
 ``Task.apply_async`` costs about a millisecond of CPU per message (options merging, routing, publish signals, a
 task-sent event, one broker round trip), which made sending 10,000 due runs take longer than writing them.
@@ -28,8 +37,13 @@ from kombu.transport.redis import Channel as RedisChannel
 from kombu.utils.json import dumps
 
 EXECUTE_RUN = "echoflow.execute_run"
+EXECUTE_RUNS = "echoflow.execute_runs"
 # At most this many values per LPUSH (a batch is usually ECHOFLOW_DISPATCH_BATCH_SIZE runs, at most 50,000).
 _LPUSH_CHUNK = 1000
+
+# The messages of one send: per queue, the run ids of each message in order (one id: ``execute_run``; more:
+# ``execute_runs``).
+Messages = dict[str, list[list[int]]]
 
 
 def queue_for_priority(priority: int) -> str:
@@ -42,15 +56,55 @@ def queue_for_priority(priority: int) -> str:
     return str(queues["default"])
 
 
-def send_runs(rows: list[tuple[int, int]]) -> None:
-    """Publish one ``execute_run`` message per (run id, priority), to its priority's queue, over one connection."""
+def batch_split(pks: list[int], *, most: int, spread: int) -> list[list[int]]:
+    """One queue's runs cut into messages, in order: as many runs per message as still leaves at least ``spread``
+    messages (so that many worker processes share the burst), at most ``most``. Fewer than twice ``spread`` runs
+    go one per message."""
+    size = max(1, min(most, len(pks) // max(spread, 1)))
+    return [pks[i : i + size] for i in range(0, len(pks), size)]
+
+
+def runs_messages(rows: list[tuple[int, int]]) -> Messages:
+    """(run id, priority) rows → the messages that carry them, per priority queue (settings.ECHOFLOW RUN_BATCH_*)."""
+    conf = settings.ECHOFLOW
+    by_queue: dict[str, list[int]] = defaultdict(list)
+    for pk, priority in rows:
+        by_queue[queue_for_priority(priority)].append(pk)
+    return {
+        queue: batch_split(pks, most=conf["RUN_BATCH_MAX"], spread=conf["RUN_BATCH_SPREAD"])
+        for queue, pks in by_queue.items()
+    }
+
+
+def send_runs(rows: list[tuple[int, int]], *, front: bool = False) -> None:
+    """Publish the runs (run id, priority) to their priority queues over one connection: one ``execute_run``
+    message per run, or for a burst ``execute_runs`` messages of several (``runs_messages``).
+
+    ``front``: put the messages at the head of their queues, to be taken before anything already waiting (the
+    runs a batch gives back, runs.executor.run_execute_batch); only the direct Redis publish can, elsewhere they
+    join the tail."""
     from echoflow.celery import app
 
+    messages = runs_messages(rows)
     with app.producer_or_acquire() as producer:
-        if direct_publish_supported(app, producer, queues={queue_for_priority(p) for _, p in rows}):
-            publish_runs(app, producer, rows)
+        if direct_publish_supported(app, producer, queues=set(messages)):
+            publish_runs(app, producer, messages, front=front)
         else:
-            apply_async_runs(producer, rows)
+            apply_async_runs(producer, messages)
+
+
+def runs_give_back(run_ids: list[int]) -> None:
+    """Send again, to the head of their queues, the runs of a batch that it has not started and that are still
+    queued (runs.executor.run_execute_batch); the others were cancelled or taken meanwhile."""
+    from runs.models import Run, RunStatus
+
+    order = {pk: i for i, pk in enumerate(run_ids)}
+    rows = sorted(
+        Run.objects.filter(pk__in=run_ids, status=RunStatus.QUEUED).values_list("pk", "priority"),
+        key=lambda row: order[row[0]],
+    )
+    if rows:
+        send_runs(rows, front=True)
 
 
 def direct_publish_supported(app: Any, producer: Any, *, queues: set[str]) -> bool:
@@ -66,29 +120,43 @@ def direct_publish_supported(app: Any, producer: Any, *, queues: set[str]) -> bo
     return not (signals.before_task_publish.receivers or signals.after_task_publish.receivers)
 
 
-def apply_async_runs(producer: Any, rows: list[tuple[int, int]]) -> None:
-    from runs.tasks import execute_run
+def apply_async_runs(producer: Any, messages: Messages) -> None:
+    from runs.tasks import execute_run, execute_runs
 
-    for pk, priority in rows:
-        execute_run.apply_async(args=(pk,), queue=queue_for_priority(priority), producer=producer)
+    for queue, groups in messages.items():
+        for pks in groups:
+            if len(pks) == 1:
+                execute_run.apply_async(args=(pks[0],), queue=queue, producer=producer)
+            else:
+                execute_runs.apply_async(args=(pks,), queue=queue, producer=producer)
 
 
-def publish_runs(app: Any, producer: Any, rows: list[tuple[int, int]]) -> None:
-    """What ``apply_async`` would publish for each row, in one Redis pipeline (the producer's channel is Redis)."""
+def publish_runs(app: Any, producer: Any, messages: Messages, *, front: bool = False) -> None:
+    """What ``apply_async`` would publish for each message, in one Redis pipeline (the producer's channel is
+    Redis). ``front``: RPUSH, so that they are consumed next (kombu pops from the right), in their order."""
     channel: RedisChannel = producer.channel
-    by_queue: dict[str, list[int]] = defaultdict(list)
-    for pk, priority in rows:
-        by_queue[queue_for_priority(priority)].append(pk)
-    task_ids, delivery_tags = _uuid4s(len(rows)), _uuid4s(len(rows))
+    count = sum(len(groups) for groups in messages.values())
+    task_ids, delivery_tags = _uuid4s(count), _uuid4s(count)
     with channel.conn_or_acquire() as client:
         pipe = client.pipeline(transaction=False)
         sent = 0
-        for queue_name, pks in by_queue.items():
-            template = _MessageTemplate(app, producer, queue_name)
-            payloads = [template.render(pk, task_ids[sent + i], delivery_tags[sent + i]) for i, pk in enumerate(pks)]
-            sent += len(pks)
-            for start in range(0, len(payloads), _LPUSH_CHUNK):
-                pipe.lpush(template.redis_key, *payloads[start : start + _LPUSH_CHUNK])
+        templates: dict[tuple[str, str], _MessageTemplate] = {}
+        for queue_name, groups in messages.items():
+            payloads: dict[str, list[str]] = defaultdict(list)  # per Redis list (the queue's priority list)
+            for pks in groups:
+                task = EXECUTE_RUN if len(pks) == 1 else EXECUTE_RUNS
+                template = templates.get((queue_name, task))
+                if template is None:
+                    template = templates[queue_name, task] = _MessageTemplate(app, producer, queue_name, task)
+                args = str(pks[0]) if len(pks) == 1 else "[" + ", ".join(str(pk) for pk in pks) + "]"
+                payloads[template.redis_key].append(template.render(args, task_ids[sent], delivery_tags[sent]))
+                sent += 1
+            for key, values in payloads.items():
+                if front:
+                    values.reverse()
+                push = pipe.rpush if front else pipe.lpush
+                for start in range(0, len(values), _LPUSH_CHUNK):
+                    push(key, *values[start : start + _LPUSH_CHUNK])
         pipe.execute()
 
 
@@ -118,7 +186,7 @@ class _MessageTemplate:
     channel's ``basic_publish`` make it; serialized by kombu's JSON serializer.
     """
 
-    def __init__(self, app: Any, producer: Any, queue_name: str) -> None:
+    def __init__(self, app: Any, producer: Any, queue_name: str, task: str = EXECUTE_RUN) -> None:
         channel = producer.channel
         conf = app.conf
         queue = app.amqp.queues[queue_name]  # created (direct exchange named after it) when missing, as Celery does
@@ -127,7 +195,7 @@ class _MessageTemplate:
         parent = app.current_worker_task
         headers, properties, _, _ = app.amqp.as_task_v2(
             _TASK_ID,
-            EXECUTE_RUN,
+            task,
             args=(0,),
             root_id=(parent.request.root_id or parent.request.id) if parent else None,
             parent_id=parent.request.id if parent else None,
@@ -136,8 +204,9 @@ class _MessageTemplate:
             argsrepr=f"({_RUN_ID},)",
             kwargsrepr="{}",
         )
-        # The task body [args, kwargs, embed], with the run id spliced in as a bare JSON number.
-        _, _, body, _ = app.amqp.as_task_v2(_TASK_ID, EXECUTE_RUN, args=(0,))
+        # The task body [args, kwargs, embed], with the argument spliced in as bare JSON: the run id (a number) or
+        # the run ids (a list of numbers).
+        _, _, body, _ = app.amqp.as_task_v2(_TASK_ID, task, args=(0,))
         body_json = dumps([[_RUN_ID], *body[1:]])
         self._body_parts = body_json.split(f'"{_RUN_ID}"')
         message = channel.prepare_message(
@@ -162,8 +231,9 @@ class _MessageTemplate:
         self.redis_key: str = channel._q_for_pri(queue_name, channel._get_message_priority(message, reverse=False))
         self._parts = _PLACEHOLDER.split(dumps(message))
 
-    def render(self, run_id: int, task_id: str, delivery_tag: str) -> str:
-        encoded, _ = self._channel.encode_body(str(run_id).join(self._body_parts).encode(), self._channel.body_encoding)
+    def render(self, args: str, task_id: str, delivery_tag: str) -> str:
+        """``args``: the task's one argument as JSON and as Python's repr alike (``41`` or ``[41, 42]``)."""
+        encoded, _ = self._channel.encode_body(args.join(self._body_parts).encode(), self._channel.body_encoding)
         body = encoded.decode() if isinstance(encoded, bytes) else str(encoded)
-        values = {_RUN_ID: str(run_id), _TASK_ID: task_id, _DELIVERY_TAG: delivery_tag, _BODY: body}
+        values = {_RUN_ID: args, _TASK_ID: task_id, _DELIVERY_TAG: delivery_tag, _BODY: body}
         return "".join([values.get(part, part) for part in self._parts])

@@ -11,7 +11,8 @@ from celery import shared_task
 
 from echoflow.events.bus import outbox_relay
 from runs.dispatcher import dispatch_tick
-from runs.executor import run_execute
+from runs.executor import run_execute, run_execute_batch
+from runs.sending import runs_give_back
 from runs.services import runs_reap
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,19 @@ def execute_run(self: Any, run_id: int) -> str | None:
     worker = getattr(self.request, "hostname", None) or socket.gethostname()
     task_id = getattr(self.request, "id", None)
     return run_execute(run_id=run_id, worker=str(worker), on_stuck=lambda: pool_process_terminate(self.app, task_id))
+
+
+@shared_task(name="echoflow.execute_runs", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def execute_runs(self: Any, run_ids: list[int]) -> list[str | None]:
+    """Several runs of a burst in one message (runs.sending.runs_messages), executed in turn."""
+    worker = getattr(self.request, "hostname", None) or socket.gethostname()
+    task_id = getattr(self.request, "id", None)
+    return run_execute_batch(
+        run_ids=[int(pk) for pk in run_ids],
+        worker=str(worker),
+        give_back=runs_give_back,
+        on_stuck=lambda: pool_process_terminate(self.app, task_id),
+    )
 
 
 @shared_task(name="echoflow.system.dispatch", ignore_result=True)

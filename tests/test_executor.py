@@ -18,7 +18,7 @@ import time_machine
 from echoflow.accounts.models import Organization
 from echoflow.events.models import OutboxEvent
 from runs.dispatcher import dispatch_tick
-from runs.executor import run_execute
+from runs.executor import run_execute, run_execute_batch
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
 from runs.services import run_create_adhoc, schedule_run_now
 from schedules.models import Schedule, ScheduleState
@@ -209,3 +209,88 @@ def test_a_connection_error_is_retried(org: Organization, settings: Any) -> None
     run = _http_run(org, "http://127.0.0.1:9/closed-port")
     assert run.status == RunStatus.RETRYING
     assert "connection error" in run.error
+
+
+# --- Several runs in one message (runs.executor.run_execute_batch) ---------------------------------------------------
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The action ``tests.gate``: runs until the event is set (by the test's give_back)."""
+    from runs import actions
+
+    event = threading.Event()
+
+    def wait(ctx: Any) -> dict[str, bool]:
+        if not event.wait(30):
+            raise RuntimeError("the batch never gave its other runs back")
+        return {"waited": True}
+
+    monkeypatch.setitem(actions._REGISTRY, "tests.gate", wait)
+    return event
+
+
+def _queued(org: Organization, *actions: str) -> list[Run]:
+    return [
+        schedule_run_now(schedule=_schedule(org, name=f"q{i}", action_name=name))[0] for i, name in enumerate(actions)
+    ]
+
+
+def test_a_batch_executes_each_queued_run_once_with_its_own_attempt(org: Organization) -> None:
+    first, cancelled, last = _queued(org, "echoflow.echo", "echoflow.noop", "echoflow.echo")
+    Run.objects.filter(pk=cancelled.pk).update(status=RunStatus.CANCELLED)
+    given: list[list[int]] = []
+    statuses = run_execute_batch(run_ids=[first.pk, cancelled.pk, last.pk], worker="w", give_back=given.append)
+    assert statuses == [RunStatus.SUCCEEDED, None, RunStatus.SUCCEEDED]
+    assert given == []
+    assert [RunAttempt.objects.filter(run_id=r.pk).count() for r in (first, cancelled, last)] == [1, 0, 1]
+    # A redelivered batch message changes nothing.
+    assert run_execute_batch(run_ids=[first.pk, cancelled.pk, last.pk], worker="w", give_back=given.append) == [
+        None,
+        None,
+        None,
+    ]
+    assert RunAttempt.objects.filter(run_id__in=[first.pk, last.pk]).count() == 2
+
+
+def test_a_slow_action_gives_the_rest_of_its_batch_back_while_it_runs(
+    org: Organization, gate: threading.Event, settings: Any
+) -> None:
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "RUN_BATCH_SPILL_SECONDS": 0.05}
+    slow, second, third = _queued(org, "tests.gate", "echoflow.noop", "echoflow.noop")
+    given: list[list[int]] = []
+
+    def give_back(ids: list[int]) -> None:
+        given.append(ids)
+        gate.set()  # only now may the slow action end: it was given back while the action ran
+
+    statuses = run_execute_batch(run_ids=[slow.pk, second.pk, third.pk], worker="w", give_back=give_back)
+    assert statuses == [RunStatus.SUCCEEDED]
+    assert given == [[second.pk, third.pk]]
+    assert [Run.objects.get(pk=r.pk).status for r in (second, third)] == [RunStatus.QUEUED, RunStatus.QUEUED]
+    assert not RunAttempt.objects.filter(run_id__in=[second.pk, third.pk]).exists()
+
+
+def test_a_batch_past_its_spill_time_runs_its_first_run_and_gives_back_the_rest(
+    org: Organization, settings: Any
+) -> None:
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "RUN_BATCH_SPILL_SECONDS": 0.0}
+    runs = _queued(org, "echoflow.noop", "echoflow.noop", "echoflow.noop")
+    given: list[list[int]] = []
+    assert run_execute_batch(run_ids=[r.pk for r in runs], worker="w", give_back=given.append) == [RunStatus.SUCCEEDED]
+    assert given == [[runs[1].pk, runs[2].pk]]
+
+
+def test_a_batch_that_cannot_give_back_runs_the_rest_itself(org: Organization, settings: Any) -> None:
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "RUN_BATCH_SPILL_SECONDS": 0.0}
+    runs = _queued(org, "echoflow.noop", "echoflow.noop", "echoflow.noop")
+    calls: list[list[int]] = []
+
+    def broker_down(ids: list[int]) -> None:
+        calls.append(ids)
+        raise ConnectionError("the broker is down")
+
+    statuses = run_execute_batch(run_ids=[r.pk for r in runs], worker="w", give_back=broker_down)
+    assert statuses == [RunStatus.SUCCEEDED] * 3
+    assert len(calls) == 1  # tried once, not before every run
+    assert set(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {"succeeded"}

@@ -59,8 +59,8 @@ def test_a_direct_message_is_the_message_apply_async_sends_but_for_its_ids(broke
     subscribed = events.get_message(timeout=5)
     assert subscribed is not None and subscribed["type"] == "psubscribe"
     with app.producer_or_acquire() as producer:
-        sending.apply_async_runs(producer, [(41, 5)])
-        sending.publish_runs(app, producer, [(41, 5)])
+        sending.apply_async_runs(producer, {"echoflow": [[41]]})
+        sending.publish_runs(app, producer, {"echoflow": [[41]]})
     plain, direct = _messages(broker, "echoflow")
     assert (
         _body(direct) == _body(plain) == [[41], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
@@ -84,6 +84,80 @@ def test_a_direct_message_is_the_message_apply_async_sends_but_for_its_ids(broke
     # CELERY_TASK_SEND_SENT_EVENT is off: neither path publishes a task-sent event per run.
     assert events.get_message(timeout=0.5) is None
     events.close()
+
+
+def test_a_direct_batch_message_is_the_execute_runs_message_apply_async_sends(broker: redis.Redis) -> None:
+    with app.producer_or_acquire() as producer:
+        sending.apply_async_runs(producer, {"echoflow.low": [[41, 42, 1234567]]})
+        sending.publish_runs(app, producer, {"echoflow.low": [[41, 42, 1234567]]})
+    plain, direct = _messages(broker, "echoflow.low")
+    assert _body(direct) == _body(plain)
+    assert _body(direct)[0] == [[41, 42, 1234567]]
+    ids = {"id", "root_id", "correlation_id", "delivery_tag"}
+    assert {k: v for k, v in direct["headers"].items() if k not in ids} == {
+        k: v for k, v in plain["headers"].items() if k not in ids
+    }
+    assert direct["headers"]["task"] == "echoflow.execute_runs"
+    assert direct["headers"]["argsrepr"] == "([41, 42, 1234567],)"
+    assert direct["properties"]["delivery_info"] == {"exchange": "", "routing_key": "echoflow.low"}
+
+
+@pytest.mark.parametrize(
+    ("count", "most", "spread", "sizes"),
+    [
+        (0, 16, 64, []),
+        (5, 16, 64, [1] * 5),
+        (127, 16, 64, [1] * 127),  # under twice the spread: one run per message
+        (128, 16, 64, [2] * 64),
+        (1000, 16, 64, [15] * 66 + [10]),  # the lag scenario's burst: 67 messages
+        (10_000, 16, 64, [16] * 625),  # capped by most
+        (10, 1, 1, [1] * 10),  # RUN_BATCH_MAX = 1: batching off
+        (7, 3, 2, [3, 3, 1]),
+    ],
+)
+def test_a_burst_is_cut_into_at_least_spread_messages_of_at_most_most_runs(
+    count: int, most: int, spread: int, sizes: list[int]
+) -> None:
+    pks = list(range(100, 100 + count))
+    groups = sending.batch_split(pks, most=most, spread=spread)
+    assert [len(g) for g in groups] == sizes
+    assert [pk for g in groups for pk in g] == pks  # every run once, in order
+
+
+def test_a_burst_goes_out_as_execute_runs_messages_per_priority_queue(broker: redis.Redis, settings: Any) -> None:
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "RUN_BATCH_MAX": 3, "RUN_BATCH_SPREAD": 2}
+    rows = [(pk, 5) for pk in range(1, 8)] + [(8, 9), (9, 9)]
+    sending.send_runs(rows)
+    default = _messages(broker, "echoflow")
+    assert [(m["headers"]["task"], _body(m)[0]) for m in default] == [
+        ("echoflow.execute_runs", [[1, 2, 3]]),
+        ("echoflow.execute_runs", [[4, 5, 6]]),
+        ("echoflow.execute_run", [7]),
+    ]
+    # Two runs to the high queue: fewer than twice the spread, so one message each.
+    assert [_body(m)[0] for m in _messages(broker, "echoflow.high")] == [[8], [9]]
+    assert len({m["headers"]["id"] for m in default}) == 3
+
+
+def test_runs_sent_to_the_front_are_taken_before_those_waiting_in_their_order(broker: redis.Redis) -> None:
+    sending.send_runs([(1, 5), (2, 5)])
+    sending.send_runs([(10, 5), (11, 5), (12, 5)], front=True)
+    assert [_body(m)[0] for m in _messages(broker, "echoflow")] == [[10], [11], [12], [1], [2]]
+
+
+@pytest.mark.django_db
+def test_a_batch_gives_back_only_its_runs_still_queued_at_the_front(org: Organization, broker: redis.Redis) -> None:
+    base = {"trigger_kind": "cron", "cron": "0 0 1 1 *", "action_name": "echoflow.noop"}
+    schedules = [
+        schedule_create(organization=org, data={**base, "name": f"g{i}", "priority": priority})
+        for i, priority in enumerate((5, 5, 9))
+    ]
+    runs = [schedule_run_now(schedule=s)[0] for s in schedules]
+    Run.objects.filter(pk=runs[1].pk).update(status=RunStatus.CANCELLED)
+    sending.send_runs([(999, 5)])
+    sending.runs_give_back([runs[2].pk, runs[1].pk, runs[0].pk])
+    assert [_body(m)[0] for m in _messages(broker, "echoflow")] == [[runs[0].pk], [999]]
+    assert [_body(m)[0] for m in _messages(broker, "echoflow.high")] == [[runs[2].pk]]
 
 
 def test_task_ids_and_delivery_tags_are_distinct_version_4_uuids() -> None:
@@ -165,3 +239,35 @@ def test_a_real_worker_executes_directly_published_runs(org: Organization, celer
     )
     assert [Run.objects.get(pk=pk).output for pk in ids] == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 0}]
     assert set(Run.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_executes_a_burst_sent_as_batches(
+    org: Organization, celery_worker_thread: object, settings: Any
+) -> None:
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "RUN_BATCH_MAX": 4, "RUN_BATCH_SPREAD": 2}
+    created = timezone.now() - timedelta(minutes=2)
+    base = {"trigger_kind": "cron", "cron": "* * * * *", "action_name": "echoflow.echo", "overlap_policy": "allow_all"}
+    for i in range(12):
+        schedule_create(organization=org, data={**base, "name": f"b{i}", "payload": {"n": i}}, now=created)
+    tasks: list[tuple[str, Any]] = []
+
+    def prerun(sender: Any = None, args: Any = None, **kwargs: Any) -> None:
+        tasks.append((sender.name, args))
+
+    signals.task_prerun.connect(prerun)
+    try:
+        tick = dispatch_tick()
+        assert (tick.created, tick.enqueued) == (12, 12)
+        wait_until(
+            lambda: Run.objects.filter(status=RunStatus.SUCCEEDED).count() == 12, what="the twelve runs to succeed"
+        )
+    finally:
+        signals.task_prerun.disconnect(prerun)
+    # Three messages of four runs each, every run executed once, with its own attempt and output.
+    assert sorted(name for name, _ in tasks) == ["echoflow.execute_runs"] * 3
+    carried = sorted(pk for _, args in tasks for pk in args[0])
+    assert carried == sorted(Run.objects.values_list("pk", flat=True))
+    assert set(Run.objects.values_list("attempts", flat=True)) == {1}
+    outputs: list[Any] = list(Run.objects.values_list("output", flat=True))
+    assert sorted(output["n"] for output in outputs) == list(range(12))
