@@ -51,6 +51,9 @@ def test_dispatch_smoke_prints_echoflow_and_beat(smoke_output: str) -> None:
     assert "django-celery-beat DatabaseScheduler" in systems
     echoflow = next(row for row in rows if row[0].startswith("EchoFlow"))
     assert echoflow[6] == "0"  # exactly once: no duplicate run or message, whatever the speed
+    # Every run reached the broker: the 200 go as messages of several runs (runs.sending), counted by what they carry.
+    assert echoflow[3] != "—"
+    assert int(echoflow[5].replace(",", "")) < 200
 
 
 def test_throughput_smoke_prints_both_pools(smoke_output: str) -> None:
