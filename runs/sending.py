@@ -15,8 +15,9 @@ task-sent event, one broker round trip), which made sending 10,000 due runs take
 On Redis, a batch is published as the messages ``apply_async`` would publish — Celery's task protocol 2 from
 ``app.amqp.as_task_v2``, kombu's Redis envelope (base64 body, delivery info, a delivery tag), to the same queue
 through the same exchange, on the list kombu's priority handling picks for it — but the message is built once
-per batch and queue: each run only fills in its id, task id and delivery tag. All of a batch's messages go out in
-one pipeline, one LPUSH per queue, in the order given (kombu consumes a list from its other end).
+per batch, queue and task: each message only fills in its run id (or ids), task id and delivery tag. All of a
+batch's messages go out in one pipeline, one LPUSH per queue, in the order given (kombu consumes a list from its
+other end); runs given back by a batch go out with RPUSH, to be consumed next.
 
 Everywhere else the plain ``apply_async`` loop is kept: eager mode (no broker), other transports (the embedded
 filesystem broker of ``manage.py up``), and processes where something listens to Celery's publish signals
@@ -38,7 +39,7 @@ from kombu.utils.json import dumps
 
 EXECUTE_RUN = "echoflow.execute_run"
 EXECUTE_RUNS = "echoflow.execute_runs"
-# At most this many values per LPUSH (a batch is usually ECHOFLOW_DISPATCH_BATCH_SIZE runs, at most 50,000).
+# At most this many values per LPUSH or RPUSH (a batch is usually ECHOFLOW_DISPATCH_BATCH_SIZE runs, at most 50,000).
 _LPUSH_CHUNK = 1000
 
 # The messages of one send: per queue, the run ids of each message in order (one id: ``execute_run``; more:
@@ -139,6 +140,7 @@ def publish_runs(app: Any, producer: Any, messages: Messages, *, front: bool = F
     task_ids, delivery_tags = _uuid4s(count), _uuid4s(count)
     with channel.conn_or_acquire() as client:
         pipe = client.pipeline(transaction=False)
+        push = pipe.rpush if front else pipe.lpush
         sent = 0
         templates: dict[tuple[str, str], _MessageTemplate] = {}
         for queue_name, groups in messages.items():
@@ -154,7 +156,6 @@ def publish_runs(app: Any, producer: Any, messages: Messages, *, front: bool = F
             for key, values in payloads.items():
                 if front:
                     values.reverse()
-                push = pipe.rpush if front else pipe.lpush
                 for start in range(0, len(values), _LPUSH_CHUNK):
                     push(key, *values[start : start + _LPUSH_CHUNK])
         pipe.execute()

@@ -294,3 +294,27 @@ def test_a_batch_that_cannot_give_back_runs_the_rest_itself(org: Organization, s
     assert statuses == [RunStatus.SUCCEEDED] * 3
     assert len(calls) == 1  # tried once, not before every run
     assert set(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_stuck_action_gives_the_rest_of_its_batch_back_before_its_process_is_ended(
+    org: Organization, gate: threading.Event, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spill time is longer than the attempt's timeout: only the stuck path can give the rest back.
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "RUN_BATCH_SPILL_SECONDS": 600.0}
+    monkeypatch.setattr("runs.executor.STOP_GRACE_SECONDS", 0.05)
+    stuck_run = schedule_run_now(
+        schedule=_schedule(org, name="stuck", action_name="tests.gate", timeout_seconds=1, max_attempts=1)
+    )[0]
+    rest = _queued(org, "echoflow.noop", "echoflow.noop")
+    order: list[str] = []
+    try:
+        statuses = run_execute_batch(
+            run_ids=[stuck_run.pk, *(r.pk for r in rest)],
+            worker="w",
+            give_back=lambda ids: order.append(f"give back {ids}"),
+            on_stuck=lambda: order.append("end the process"),
+        )
+    finally:
+        gate.set()  # let the ignored action's helper thread end
+    assert statuses == [RunStatus.TIMED_OUT]
+    assert order == [f"give back {[r.pk for r in rest]}", "end the process"]
