@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -23,7 +25,8 @@ from echoflow.events.models import OutboxEvent
 from runs.dispatcher import dispatch_tick
 from runs.executor import run_execute
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
-from runs.services import run_cancel, runs_interrupt, schedule_run_now
+from runs.sending import send_runs
+from runs.services import run_cancel, runs_interrupt, runs_reap, schedule_run_now
 from schedules.models import Schedule
 from schedules.services import schedule_create
 from tests.conftest import child_env, wait_until
@@ -52,8 +55,8 @@ def start_worker(tmp_path: Path) -> Iterator[object]:
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(grace: float) -> subprocess.Popen[bytes]:
-        env = child_env(tmp_path, ECHOFLOW_SHUTDOWN_GRACE=str(grace))
+    def start(grace: float, **extra: str) -> subprocess.Popen[bytes]:
+        env = {**child_env(tmp_path, ECHOFLOW_SHUTDOWN_GRACE=str(grace)), **extra}
         worker = subprocess.Popen(
             [
                 *(sys.executable, "-m", "celery", "-A", "echoflow", "worker", "--pool", "prefork", "-c", "1"),
@@ -73,6 +76,35 @@ def start_worker(tmp_path: Path) -> Iterator[object]:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(10)
+
+
+def _echo(org: Organization, name: str) -> Schedule:
+    return schedule_create(
+        organization=org,
+        data={"name": name, "trigger_kind": "cron", "cron": "0 0 1 1 *", "action_name": "echoflow.echo",
+              "payload": {"name": name}},
+    )  # fmt: skip
+
+
+def _pool_processes(main_pid: int) -> list[int]:
+    """The worker's pool processes: the children of its main process."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if int(stat.rsplit(")", 1)[1].split()[1]) == main_pid:
+            children.append(int(entry.name))
+    return children
+
+
+def _executed_once(run: Run) -> bool:
+    run.refresh_from_db()
+    outcomes = list(RunAttempt.objects.filter(run=run).values_list("outcome", flat=True))
+    return run.status == RunStatus.SUCCEEDED and run.attempts == 1 and outcomes == [AttemptOutcome.SUCCEEDED]
 
 
 def _start_and_wait_running(run: Run) -> None:
@@ -135,6 +167,74 @@ def test_sigterm_records_an_unfinished_attempt_interrupted_and_the_run_is_retrie
     assert run_execute(run_id=run.pk, worker="other@host") == RunStatus.SUCCEEDED
     outcomes = list(RunAttempt.objects.filter(run=run).order_by("number").values_list("outcome", flat=True))
     assert outcomes == [AttemptOutcome.INTERRUPTED, AttemptOutcome.SUCCEEDED]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_process_killed_mid_batch_leaves_every_run_of_it_executed_once(
+    org: Organization, start_worker, settings: Any
+) -> None:
+    # One execute_runs message of four runs, in this order (earliest due first): one done before the kill, the
+    # one running when its pool process is killed, and two that the batch had not reached.
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "RUN_BATCH_MAX": 4, "RUN_BATCH_SPREAD": 1}
+    done, _ = schedule_run_now(schedule=_echo(org, "done"))
+    killed, _ = schedule_run_now(schedule=_sleeper(org, 120))
+    rest = [schedule_run_now(schedule=_echo(org, f"rest {i}"))[0] for i in range(2)]
+    # No give-back while the sleeper runs: the two others stay in the batch when its process dies.
+    worker = start_worker(grace=60, ECHOFLOW_RUN_BATCH_SPILL="600")
+    sent: list[list[tuple[int, int]]] = []
+
+    def send(rows: list[tuple[int, int]]) -> None:
+        sent.append(list(rows))
+        send_runs(rows)
+
+    tick = dispatch_tick(sender=send)
+    assert tick.enqueued == 4 and [pk for pk, _ in sent[0]] == [done.pk, killed.pk, *(r.pk for r in rest)]
+    wait_until(lambda: Run.objects.filter(pk=killed.pk, status=RunStatus.RUNNING).exists(), what="the sleeper")
+    assert _executed_once(done)
+    assert Run.objects.filter(pk__in=[r.pk for r in rest], status=RunStatus.QUEUED).count() == 2  # held
+
+    (pool,) = _pool_processes(worker.pid)
+    os.kill(pool, signal.SIGKILL)
+
+    # The message is delivered again (acks_late, reject_on_worker_lost) to the fresh pool process: the runs the
+    # batch had not reached run once; the finished one and the one that was running are left alone.
+    wait_until(lambda: all(_executed_once(run) for run in rest), timeout=60, what="the rest of the batch")
+    assert _executed_once(done)
+    killed.refresh_from_db()
+    assert killed.status == RunStatus.RUNNING and killed.attempts == 1
+    # Its heartbeat stops with the process: the reaper records the attempt lost.
+    Run.objects.filter(pk=killed.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert runs_reap() == 1
+    assert RunAttempt.objects.get(run=killed, number=1).outcome == AttemptOutcome.LOST
+    assert worker.poll() is None  # the worker itself lived on
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_during_a_batch_interrupts_the_running_attempt_and_leaves_the_rest_to_another_worker(
+    org: Organization, start_worker, settings: Any
+) -> None:
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "RUN_BATCH_MAX": 3, "RUN_BATCH_SPREAD": 1}
+    running, _ = schedule_run_now(schedule=_sleeper(org, 120))
+    rest = [schedule_run_now(schedule=_echo(org, f"rest {i}"))[0] for i in range(2)]
+    worker = start_worker(grace=1)  # the default give-back: after 0.25 s the batch sends the two others back
+    tick = dispatch_tick()
+    assert tick.enqueued == 3
+    wait_until(lambda: Run.objects.filter(pk=running.pk, status=RunStatus.RUNNING).exists(), what="the sleeper")
+
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(45) == 0
+
+    running.refresh_from_db()
+    assert running.status == RunStatus.RETRYING
+    assert RunAttempt.objects.get(run=running, number=1).outcome == AttemptOutcome.INTERRUPTED
+    # The stopping worker did not start the runs behind the sleeper; their message is back in the broker.
+    assert Run.objects.filter(pk__in=[r.pk for r in rest], status=RunStatus.QUEUED, attempts=0).count() == 2
+    start_worker(grace=60)  # another worker takes them, without waiting for the dispatcher to send them again
+    wait_until(lambda: all(_executed_once(run) for run in rest), timeout=60, what="the rest, on another worker")
 
 
 @pytest.mark.django_db
