@@ -305,6 +305,59 @@ def test_the_claim_function_returns_the_columns_the_executor_reads() -> None:
     assert names == [*attempt_writes._RUN_COLUMNS, "signing_secret", "started"]
 
 
+# The indexes that lead by a run's status: reading a run through one of them reads every run in that status.
+_BY_STATUS = ("run_status_idx", "run_resend_due_idx", "run_to_enqueue_idx")
+
+
+def _read_by_status() -> int:
+    """Entries of the status indexes of runs_run read so far by this transaction (its own statistics)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sum(pg_stat_get_xact_tuples_returned(name::regclass)) FROM unnest(%s::text[]) AS name",
+            [list(_BY_STATUS)],
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db
+def test_the_claim_and_the_finish_find_their_run_by_key_however_many_share_its_status(org: Organization) -> None:
+    # Statistics from a quiet moment (no run queued or running), then a burst. Both statements must find their run
+    # by its key: with a status condition the planner could read it through a status index, and so read every run
+    # queued (the claim, runs.0010) or running (the finish), a burst in O(N^2).
+    def burst(count: int, tag: str) -> list[Run]:
+        return [
+            run_create_adhoc(
+                organization=org, action_kind="python", action_name="echoflow.noop", idempotency_key=f"{tag}-{i}"
+            )[0]
+            for i in range(count)
+        ]
+
+    Run.objects.filter(pk__in=[r.pk for r in burst(200, "quiet")]).update(status=RunStatus.SUCCEEDED)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE runs_run")
+    queued = burst(300, "burst")
+    mine = queued[-8:]  # PL/pgSQL and psycopg plan anew for the first five calls, then may keep a generic plan
+    before = _read_by_status()
+
+    for run in mine:
+        locked, started = attempt_writes.run_claim(run.pk, worker="w", now=run.created_at, occurred_at=run.created_at)
+        assert locked is not None and started
+    # Counting the organization's running runs (its limit) reads the ones claimed so far (28 in all, and the entries
+    # of runs other tests rolled back, once); reading the run through a status index would read the 292-300 runs
+    # queued, for each claim.
+    assert _read_by_status() - before < 300
+
+    # Runs that other workers are running meanwhile: the finish must not read them.
+    Run.objects.filter(pk__in=[r.pk for r in queued[:50]]).update(status=RunStatus.RUNNING, attempts=1)
+    before = _read_by_status()
+    for run in mine:
+        assert attempt_writes.run_succeed(
+            run, number=1, output=None, duration_ms=1, now=run.created_at, occurred_at=run.created_at
+        )
+    assert _read_by_status() == before
+    assert Run.objects.filter(pk__in=[r.pk for r in mine], status=RunStatus.SUCCEEDED).count() == 8
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_outside_a_transaction_is_committed_when_it_returns(org: Organization) -> None:
     run, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
