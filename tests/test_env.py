@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
@@ -21,6 +22,19 @@ def _options(url: str) -> dict[str, object]:
 
 def test_query_parameters_become_connection_options_and_statements_are_prepared_after_5_runs() -> None:
     assert _options("postgres://u@db/echoflow?sslmode=require") == {"sslmode": "require", "prepare_threshold": 5}
+
+
+@pytest.mark.postgres
+def test_a_url_without_a_host_and_a_host_option_connects_over_the_unix_socket() -> None:
+    import psycopg
+
+    url = "postgres://postgres@/postgres?host=/var/run/postgresql"
+    settings = database_from_url("DATABASE_URL", url, base_dir=ROOT)
+    assert settings["HOST"] == "" and settings["OPTIONS"] == {"host": "/var/run/postgresql", "prepare_threshold": 5}
+    if not Path("/var/run/postgresql").is_dir() and not os.environ.get("ECHOFLOW_REQUIRE_SERVICES"):
+        pytest.skip("no PostgreSQL socket directory at /var/run/postgresql on this machine")
+    with psycopg.connect(dbname=settings["NAME"], user=settings["USER"], **settings["OPTIONS"]) as conn:
+        assert conn.execute("SELECT inet_server_addr()").fetchone() == (None,)  # not over TCP
 
 
 @pytest.mark.parametrize(("value", "expected"), [("0", 0), ("20", 20), ("none", None), ("None", None), ("", None)])
