@@ -39,7 +39,8 @@ SAMPLE = 0.5
 WORKER_FLAGS = ["-l", "WARNING", "--without-gossip", "--without-mingle"]
 
 
-def _children_of(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -87,7 +88,7 @@ class TreeMemory:
         while queue:
             pid = queue.pop()
             pids.append(pid)
-            queue.extend(_children_of(pid))
+            queue.extend(children_of(pid))
         for pid in pids:
             self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), _status_kb(pid, "VmHWM"))
         self.peak_pss_kb = max(self.peak_pss_kb, sum(_pss_kb(pid) for pid in pids))

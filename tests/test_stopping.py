@@ -20,6 +20,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from bench.memory import children_of
 from echoflow.accounts.models import Organization
 from echoflow.events.models import OutboxEvent
 from runs.dispatcher import dispatch_tick
@@ -84,21 +85,6 @@ def _echo(org: Organization, name: str) -> Schedule:
         data={"name": name, "trigger_kind": "cron", "cron": "0 0 1 1 *", "action_name": "echoflow.echo",
               "payload": {"name": name}},
     )  # fmt: skip
-
-
-def _pool_processes(main_pid: int) -> list[int]:
-    """The worker's pool processes: the children of its main process."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        if int(stat.rsplit(")", 1)[1].split()[1]) == main_pid:
-            children.append(int(entry.name))
-    return children
 
 
 def _executed_once(run: Run) -> bool:
@@ -195,7 +181,7 @@ def test_a_pool_process_killed_mid_batch_leaves_every_run_of_it_executed_once(
     assert _executed_once(done)
     assert Run.objects.filter(pk__in=[r.pk for r in rest], status=RunStatus.QUEUED).count() == 2  # held
 
-    (pool,) = _pool_processes(worker.pid)
+    (pool,) = children_of(worker.pid)  # the pool process
     os.kill(pool, signal.SIGKILL)
 
     # The message is delivered again (acks_late, reject_on_worker_lost) to the fresh pool process: the runs the
