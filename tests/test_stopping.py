@@ -23,10 +23,10 @@ from django.utils import timezone
 from bench.memory import children_of
 from echoflow.accounts.models import Organization
 from echoflow.events.models import OutboxEvent
-from runs.dispatcher import dispatch_tick
+from runs.dispatcher import TickResult, dispatch_tick
 from runs.executor import run_execute
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
-from runs.sending import send_runs
+from runs.sending import runs_messages, send_runs
 from runs.services import run_cancel, runs_interrupt, runs_reap, schedule_run_now
 from schedules.models import Schedule
 from schedules.services import schedule_create
@@ -85,6 +85,17 @@ def _echo(org: Organization, name: str) -> Schedule:
         data={"name": name, "trigger_kind": "cron", "cron": "0 0 1 1 *", "action_name": "echoflow.echo",
               "payload": {"name": name}},
     )  # fmt: skip
+
+
+def _dispatch_recording_messages() -> tuple[TickResult, list[list[int]]]:
+    """Dispatch what is due, sending it as usual; also returns the run ids of each message sent."""
+    messages: list[list[int]] = []
+
+    def send(rows: list[tuple[int, int]]) -> None:
+        messages.extend(ids for per_queue in runs_messages(rows).values() for ids in per_queue)
+        send_runs(rows)
+
+    return dispatch_tick(sender=send), messages
 
 
 def _executed_once(run: Run) -> bool:
@@ -169,14 +180,8 @@ def test_a_pool_process_killed_mid_batch_leaves_every_run_of_it_executed_once(
     rest = [schedule_run_now(schedule=_echo(org, f"rest {i}"))[0] for i in range(2)]
     # No give-back while the sleeper runs: the two others stay in the batch when its process dies.
     worker = start_worker(grace=60, ECHOFLOW_RUN_BATCH_SPILL="600")
-    sent: list[list[tuple[int, int]]] = []
-
-    def send(rows: list[tuple[int, int]]) -> None:
-        sent.append(list(rows))
-        send_runs(rows)
-
-    tick = dispatch_tick(sender=send)
-    assert tick.enqueued == 4 and [pk for pk, _ in sent[0]] == [done.pk, killed.pk, *(r.pk for r in rest)]
+    tick, messages = _dispatch_recording_messages()
+    assert tick.enqueued == 4 and messages == [[done.pk, killed.pk, *(r.pk for r in rest)]]  # one message
     wait_until(lambda: Run.objects.filter(pk=killed.pk, status=RunStatus.RUNNING).exists(), what="the sleeper")
     assert _executed_once(done)
     assert Run.objects.filter(pk__in=[r.pk for r in rest], status=RunStatus.QUEUED).count() == 2  # held
@@ -207,8 +212,8 @@ def test_sigterm_during_a_batch_interrupts_the_running_attempt_and_leaves_the_re
     running, _ = schedule_run_now(schedule=_sleeper(org, 120))
     rest = [schedule_run_now(schedule=_echo(org, f"rest {i}"))[0] for i in range(2)]
     worker = start_worker(grace=1)  # the default give-back: after 0.25 s the batch sends the two others back
-    tick = dispatch_tick()
-    assert tick.enqueued == 3
+    tick, messages = _dispatch_recording_messages()
+    assert tick.enqueued == 3 and messages == [[running.pk, *(r.pk for r in rest)]]  # one message
     wait_until(lambda: Run.objects.filter(pk=running.pk, status=RunStatus.RUNNING).exists(), what="the sleeper")
 
     worker.send_signal(signal.SIGTERM)
