@@ -31,9 +31,15 @@ The function returns the run as statement 1 read it and whether statement 2 star
 run is queued, the caller decides with ``admission_check`` on the ORM path (which skips, makes the run wait, or
 cancels the oldest running run, as the policy says), in a transaction of its own that locks again.
 
-**Finish** (succeeded): one statement, committed on its own, closes the attempt, moves the run, writes
-``run.succeeded`` and the schedule's last outcome. Both write exactly the rows and values of the ORM path; tests
-compare them.
+**Finish** (succeeded): one call of ``echoflow_run_succeed`` (``runs/0011``), committed on its own, closes the
+attempt, moves the run, writes ``run.succeeded`` and the schedule's last outcome. Both write exactly the rows and
+values of the ORM path; tests compare them.
+
+**Finish, then the next claim**: between two runs of one ``execute_runs`` message a pool process calls
+``echoflow_run_succeed_then_claim`` (``runs/0011``): the finish and the claim of the next run in one statement,
+one round trip and one commit instead of two of each. The claim takes the next run's schedule and run rows with
+SKIP LOCKED there, so that a transaction holding a finished run's rows never waits for another's (the function's
+comment says why that cannot deadlock); when one is busy the claim is made apart, after the commit.
 """
 
 from __future__ import annotations
@@ -41,15 +47,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from django.db import connection
 
-from echoflow.events.models import OutboxEvent
 from runs import run_writes
-from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
-from schedules.models import Schedule
+from runs.models import Run, RunStatus
 
 # The columns of the claimed run that the executor needs, in the order statement 1 returns them.
 _RUN_COLUMNS = (
@@ -93,10 +96,6 @@ def available() -> bool:
     return bool(is_psycopg3)
 
 
-def _table(model: Any) -> str:
-    return str(connection.ops.quote_name(model._meta.db_table))
-
-
 # The claim: one call of the function that migrations runs/0008 and runs/0010 create (see the module docstring).
 _CLAIM_SQL = "SELECT * FROM echoflow_run_claim(%s, %s, %s, %s)"
 
@@ -122,8 +121,13 @@ def run_claim(run_id: int, *, worker: str, now: datetime, occurred_at: datetime)
     with run_writes.server_binding_cursor(prepared=True) as cursor:
         cursor.execute(_CLAIM_SQL, [run_id, worker, now, occurred_at])
         row = cursor.fetchone()
+    return _claimed(row, worker=worker, now=now)
+
+
+def _claimed(row: tuple[Any, ...] | None, *, worker: str, now: datetime) -> tuple[LockedRun | None, bool]:
+    """The claim function's row (None: no such run) as ``run_claim`` returns it."""
     locked = _locked(None if row is None else row[:-1])
-    if locked is None or not row[-1]:
+    if locked is None or row is None or not row[-1]:
         return locked, False
     run = locked.run
     run.status = RunStatus.RUNNING
@@ -134,38 +138,32 @@ def run_claim(run_id: int, *, worker: str, now: datetime, occurred_at: datetime)
     return locked, True
 
 
-@lru_cache(maxsize=1)
-def _succeed_sql() -> str:
-    runs, events, attempts, schedules = _table(Run), _table(OutboxEvent), _table(RunAttempt), _table(Schedule)
-    return f"""
-        WITH attempt AS (
-            UPDATE {attempts}
-            SET finished_at = %(now)s, outcome = %(succeeded)s, error = '', output = %(output)s::jsonb,
-                duration_ms = %(duration_ms)s
-            WHERE run_id = %(id)s AND number = %(number)s AND outcome = %(attempt_running)s
-        ),
-        moved AS (
-            -- The status is compared as an expression (|| ''), which no index matches: the run is found by its key
-            -- whatever the statistics say. As a plain column condition it let the planner, with statistics from
-            -- a moment when no run was running, read the run through run_status_idx: every running run with it.
-            UPDATE {runs} SET status = %(succeeded)s, finished_at = %(now)s, output = %(output)s::jsonb, error = ''
-            WHERE id = %(id)s AND attempts = %(number)s AND status || '' = %(running)s
-            RETURNING id, organization_id, schedule_id, attempts
-        ),
-        event AS (
-            INSERT INTO {events}
-                (event_id, type, occurred_at, organization_id, schedule_id, run_id, attempt, data, stream_id)
-            SELECT gen_random_uuid(), 'run.succeeded', %(occurred_at)s, organization_id, schedule_id, id, attempts,
-                   %(data)s::jsonb, ''
-            FROM moved
-        ),
-        schedule AS (
-            UPDATE {schedules} AS s
-            SET last_run_at = %(now)s, last_run_status = %(succeeded)s, consecutive_failures = 0
-            FROM moved WHERE s.id = moved.schedule_id
-        )
-        SELECT count(*) FROM moved
-    """
+# The finish: the function that migration runs/0011 creates (the statement this module used to send, unchanged).
+_SUCCEED_SQL = "SELECT echoflow_run_succeed(%s, %s, %s::jsonb, %s, %s::jsonb, %s, %s)"
+
+# The finish of one run and the claim of the next run of the batch, one statement (runs/0011's function).
+_SUCCEED_THEN_CLAIM_SQL = (
+    "SELECT * FROM echoflow_run_succeed_then_claim(%s, %s, %s::jsonb, %s, %s::jsonb, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def _succeed_params(
+    run: Run, number: int, output: Any, duration_ms: int, now: datetime, occurred_at: datetime
+) -> list[Any]:
+    return [
+        run.pk,
+        number,
+        None if output is None else json.dumps(output),  # None is SQL NULL, as JSONField(null=True) stores it
+        duration_ms,
+        json.dumps({"status": RunStatus.SUCCEEDED.value, "duration_ms": duration_ms}),
+        now,
+        occurred_at,
+    ]
+
+
+def _succeeded(run: Run, output: Any, now: datetime) -> None:
+    run.status = RunStatus.SUCCEEDED
+    run.finished_at, run.output, run.error = now, output, ""
 
 
 def run_succeed(run: Run, *, number: int, output: Any, duration_ms: int, now: datetime, occurred_at: datetime) -> bool:
@@ -173,25 +171,45 @@ def run_succeed(run: Run, *, number: int, output: Any, duration_ms: int, now: da
     reaped): then, as on the ORM path, only the attempt row is closed. One statement: outside a transaction it
     commits by itself."""
     with run_writes.server_binding_cursor(prepared=True) as cursor:
+        cursor.execute(_SUCCEED_SQL, _succeed_params(run, number, output, duration_ms, now, occurred_at))
+        (moved,) = cursor.fetchone()
+    if moved:
+        _succeeded(run, output, now)
+    return bool(moved)
+
+
+def run_succeed_then_claim(
+    run: Run,
+    *,
+    number: int,
+    output: Any,
+    duration_ms: int,
+    now: datetime,
+    occurred_at: datetime,
+    next_run_id: int,
+    worker: str,
+    next_now: datetime,
+    next_occurred_at: datetime,
+) -> tuple[bool, tuple[LockedRun | None, bool] | None]:
+    """``run_succeed`` of ``run`` and ``run_claim`` of ``next_run_id`` in one statement, one transaction
+    (runs/0011): what a pool process does between two runs of a batch. Returns whether ``run`` moved, then what
+    ``run_claim`` would return for the next run, or None when the claim was not made here (the next run or its
+    schedule was busy, or the run does not exist): the caller then calls ``run_claim``."""
+    with run_writes.server_binding_cursor(prepared=True) as cursor:
         cursor.execute(
-            _succeed_sql(),
-            {
-                "id": run.pk,
-                "number": number,
-                "now": now,
-                "occurred_at": occurred_at,
-                # None is SQL NULL, as JSONField(null=True) stores it.
-                "output": None if output is None else json.dumps(output),
-                "duration_ms": duration_ms,
-                "data": json.dumps({"status": RunStatus.SUCCEEDED.value, "duration_ms": duration_ms}),
-                "succeeded": RunStatus.SUCCEEDED.value,
-                "running": RunStatus.RUNNING.value,
-                "attempt_running": AttemptOutcome.RUNNING.value,
-            },
+            _SUCCEED_THEN_CLAIM_SQL,
+            [
+                *_succeed_params(run, number, output, duration_ms, now, occurred_at),
+                next_run_id,
+                worker,
+                next_now,
+                next_occurred_at,
+            ],
         )
-        (count,) = cursor.fetchone()
-    if not count:
-        return False
-    run.status = RunStatus.SUCCEEDED
-    run.finished_at, run.output, run.error = now, output, ""
-    return True
+        row = cursor.fetchone()
+    moved, claim = bool(row[0]), tuple(row[1:])
+    if moved:
+        _succeeded(run, output, now)
+    if claim[0] is None:
+        return moved, None
+    return moved, _claimed(claim, worker=worker, now=next_now)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connections, transaction
+from django.db import DatabaseError, OperationalError, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -88,24 +88,47 @@ def _lock_busy_pause(tries: int) -> None:
     time.sleep(LOCK_BUSY_PAUSE_SECONDS * min(tries, 5))
 
 
-def _claim(run_id: int, worker: str, now: datetime) -> tuple[Run, int, str] | None:
+# What the fast path's claim returned for a run (attempt_writes.run_claim): the run as it was, whether it started.
+FastClaim = tuple[attempt_writes.LockedRun | None, bool]
+# A claimed run, the number of its attempt and its organization's signing secret.
+Claimed = tuple[Run, int, str]
+
+
+@dataclass
+class Handover:
+    """The next run of a batch, taken by the finish of the run before it to be claimed in the same statement
+    (attempt_writes.run_succeed_then_claim): its id, the claim's time and what it returned (None: not claimed
+    there, the claim is to be made apart)."""
+
+    run_id: int
+    now: datetime
+    fast: FastClaim | None
+
+
+def _claim(run_id: int, worker: str, now: datetime, fast: FastClaim | None = None) -> Claimed | None:
     """Move a queued run to running if its limits admit it; returns the run, the attempt's number and the
-    organization's signing secret. Runs over a limit wait or are skipped (the overlap policy decides)."""
+    organization's signing secret. Runs over a limit wait or are skipped (the overlap policy decides).
+    ``fast``: the fast path's claim of the run, when it was already made (a Handover)."""
     for tries in range(1, LOCK_BUSY_TRIES):
         try:
-            return _claim_once(run_id, worker, now, nowait=True)
+            return _claim_once(run_id, worker, now, nowait=True, fast=fast)
         except OperationalError as exc:
             if not lock_not_available(exc):
                 raise
+            fast = None  # each further try claims afresh, as when the claim was made apart
             _lock_busy_pause(tries)
-    return _claim_once(run_id, worker, now, nowait=False)
+    return _claim_once(run_id, worker, now, nowait=False, fast=fast)
 
 
-def _claim_once(run_id: int, worker: str, now: datetime, *, nowait: bool) -> tuple[Run, int, str] | None:
+def _claim_once(
+    run_id: int, worker: str, now: datetime, *, nowait: bool, fast: FastClaim | None = None
+) -> Claimed | None:
     schedule_id: int | None = None
-    if attempt_writes.available():
+    if fast is None and attempt_writes.available():
         # The common case, in one round trip that commits by itself (runs.attempt_writes).
-        locked, started = attempt_writes.run_claim(run_id, worker=worker, now=now, occurred_at=timezone.now())
+        fast = attempt_writes.run_claim(run_id, worker=worker, now=now, occurred_at=timezone.now())
+    if fast is not None:
+        locked, started = fast
         if locked is not None and started:
             return locked.run, locked.run.attempts, locked.signing_secret
         if locked is None or locked.run.status != RunStatus.QUEUED:
@@ -241,15 +264,52 @@ def _run_action(run: Run, ctx: ActionContext, on_slow: SlowHook | None = None) -
             )
 
 
-def _finish(run: Run, number: int, result: AttemptResult, started: float) -> str | None:
+# Called by _finish when it can claim the next run in the same round trip: that run's id, or None (no next run).
+TakeNext = Callable[[], int | None]
+
+
+def _finish(
+    run: Run, number: int, result: AttemptResult, started: float, worker: str, take_next: TakeNext | None = None
+) -> tuple[str | None, Handover | None]:
+    """Record the attempt's outcome; returns the run's new status (None if it was no longer ours) and, when
+    ``take_next`` gave a run to claim with the finish, that run's Handover."""
     now = timezone.now()
     duration_ms = int((time.monotonic() - started) * 1000)
     if result.outcome == AttemptOutcome.SUCCEEDED and attempt_writes.available():
+        handover: Handover | None = None
+        next_run_id = take_next() if take_next is not None else None
+        if next_run_id is not None:
+            # The finish and the next run's claim: one statement, one transaction (runs.attempt_writes).
+            handover = Handover(next_run_id, timezone.now(), None)
+            try:
+                moved, handover.fast = attempt_writes.run_succeed_then_claim(
+                    run,
+                    number=number,
+                    output=result.output,
+                    duration_ms=duration_ms,
+                    now=now,
+                    occurred_at=timezone.now(),
+                    next_run_id=next_run_id,
+                    worker=worker,
+                    next_now=handover.now,
+                    next_occurred_at=handover.now,
+                )
+                return (RunStatus.SUCCEEDED if moved else None), handover
+            except DatabaseError:
+                if connections["default"].in_atomic_block:
+                    raise
+                # Nothing of it was written. The outcome must not depend on the next run's claim: it is recorded
+                # on its own, and the next run is claimed on its own (where the error, if it lasts, is raised).
+                logger.exception("execute: run %s: its finish with the next run's claim failed; apart now", run.pk)
         # One statement, its own transaction (runs.attempt_writes).
         moved = attempt_writes.run_succeed(
             run, number=number, output=result.output, duration_ms=duration_ms, now=now, occurred_at=timezone.now()
         )
-        return RunStatus.SUCCEEDED if moved else None
+        return (RunStatus.SUCCEEDED if moved else None), handover
+    return _finish_orm(run, number, result, now, duration_ms), None
+
+
+def _finish_orm(run: Run, number: int, result: AttemptResult, now: datetime, duration_ms: int) -> str | None:
     with transaction.atomic():
         if result.outcome == AWAITING_REPORT:
             # The event is out; the external executor reports the outcome. The attempt stays open until then,
@@ -340,10 +400,23 @@ def run_execute(
     or timeout) and is still running in its thread: the Celery task ends its pool process then. ``on_slow``
     (monotonic time, callable): called once if the action is still running then (run_execute_batch)."""
     now = timezone.now()
-    claimed = _claim(run_id, worker, now)
+    status, _ = _execute(run_id, worker, _claim(run_id, worker, now), on_stuck=on_stuck, on_slow=on_slow)
+    return status
+
+
+def _execute(
+    run_id: int,
+    worker: str,
+    claimed: Claimed | None,
+    *,
+    on_stuck: Callable[[], None] | None,
+    on_slow: SlowHook | None,
+    take_next: TakeNext | None = None,
+) -> tuple[str | None, Handover | None]:
+    """``run_execute`` once the run is claimed (or was not); ``take_next`` as for ``_finish``."""
     if claimed is None:
         logger.info("execute: run %s is not queued; nothing to do (duplicate or cancelled)", run_id)
-        return None
+        return None, None
     run, number, signing_secret = claimed
     ctx = ActionContext(
         run_id=run.pk,
@@ -358,7 +431,7 @@ def run_execute(
     )
     started = time.monotonic()
     result = _run_action(run, ctx, on_slow)
-    status = _finish(run, number, result, started)
+    status, handover = _finish(run, number, result, started, worker, take_next)
     logger.info(
         "run=%s schedule=%s org=%s trace=%s attempt=%s outcome=%s status=%s",
         run.pk,
@@ -378,7 +451,7 @@ def run_execute(
         )
         if on_stuck is not None:
             on_stuck()
-    return status
+    return status, handover
 
 
 def run_execute_batch(
@@ -390,6 +463,8 @@ def run_execute_batch(
 ) -> list[str | None]:
     """Execute the runs of one ``execute_runs`` message in turn, each exactly as ``run_execute`` does (its own
     claim, attempt and finish), so a duplicate message, a redelivery or a run cancelled meanwhile changes nothing.
+    On PostgreSQL, when a run succeeds, its finish and the next run's claim are one statement and one transaction
+    (``attempt_writes.run_succeed_then_claim``).
 
     A batch must not hold runs back behind a slow one: once it has been going for RUN_BATCH_SPILL_SECONDS (checked
     before each run and while an action runs), the runs it has not started are handed to ``give_back`` (sent
@@ -418,13 +493,30 @@ def run_execute_batch(
         if on_stuck is not None:
             on_stuck()
 
-    while rest:
-        if statuses and time.monotonic() >= deadline:  # the first run always starts here
+    def take_next() -> int | None:
+        # The next run, claimed with this run's finish; the same check as before a run the batch starts itself.
+        if rest and time.monotonic() >= deadline:
             spill()
-            if not rest:
-                break
-        run_id = rest.pop(0)
-        statuses.append(
-            run_execute(run_id=run_id, worker=worker, on_stuck=stuck, on_slow=None if keep else (deadline, spill))
+        return rest.pop(0) if rest else None
+
+    handover: Handover | None = None
+    while rest or handover is not None:
+        if handover is not None:
+            run_id, claimed = handover.run_id, _claim(handover.run_id, worker, handover.now, handover.fast)
+        else:
+            if statuses and time.monotonic() >= deadline:  # the first run always starts here
+                spill()
+                if not rest:
+                    break
+            run_id = rest.pop(0)
+            claimed = _claim(run_id, worker, timezone.now())
+        status, handover = _execute(
+            run_id,
+            worker,
+            claimed,
+            on_stuck=stuck,
+            on_slow=None if keep else (deadline, spill),
+            take_next=take_next,
         )
+        statuses.append(status)
     return statuses

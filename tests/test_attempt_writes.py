@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
 
@@ -83,15 +84,19 @@ def test_the_fast_path_writes_what_the_orm_path_writes(
         policy = kind.removesuffix("-policy") if kind.endswith("-policy") else "allow_all"
         schedule = _schedule(org, "echo", payload={"n": 1, "text": "é'\""}, overlap_policy=policy)
         Schedule.objects.filter(pk=schedule.pk).update(consecutive_failures=2)
-        first, second = (schedule_run_now(schedule=schedule)[0] for _ in range(2))
+        first, second, third, fourth = (schedule_run_now(schedule=schedule)[0] for _ in range(4))
         if "slot" in kind:  # planned runs: the event names the slot, as isoformat() writes it
             slot = datetime(2026, 11, 23, 9, 30, 0, 0 if kind == "whole-second-slot" else 120, tzinfo=UTC)
-            Run.objects.filter(pk__in=[first.pk, second.pk]).update(slot=slot, trigger="schedule")
+            Run.objects.filter(pk__in=[first.pk, second.pk, third.pk, fourth.pk]).update(slot=slot, trigger="schedule")
     else:
-        first, second = (
+        first, second, third, fourth = (
             run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.echo", payload=[1, "x"])[0]
-            for _ in range(2)
+            for _ in range(4)
         )
+
+    def reset_schedule() -> None:
+        if first.schedule_id:
+            Schedule.objects.filter(pk=first.schedule_id).update(consecutive_failures=2, last_run_status="")
 
     assert _execute_orm(first, monkeypatch) == RunStatus.SUCCEEDED
     orm = _written(first)
@@ -100,13 +105,21 @@ def test_the_fast_path_writes_what_the_orm_path_writes(
         if first.schedule_id
         else None
     )
-    if first.schedule_id:
-        Schedule.objects.filter(pk=first.schedule_id).update(consecutive_failures=2, last_run_status="")
+    reset_schedule()
     with CaptureQueriesContext(connection) as queries:
         assert run_execute(run_id=second.pk, worker="w1@host") == RunStatus.SUCCEEDED
     fast = _written(second)
+    # Two runs of one execute_runs message: the third's finish and the fourth's claim are one statement, its
+    # claim seeing the third finished (under the skip and buffer policies, with one run allowed at a time, it
+    # would otherwise have to skip or wait).
+    reset_schedule()
+    with CaptureQueriesContext(connection) as batch_queries:
+        assert executor.run_execute_batch(
+            run_ids=[third.pk, fourth.pk], worker="w1@host", give_back=lambda ids: None
+        ) == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
 
     assert fast == orm
+    assert _written(third) == _written(fourth) == orm
     assert fast["run"]["status"] == RunStatus.SUCCEEDED and fast["run"]["output"] == second.payload
     assert [e[0] for e in fast["events"]] == ["run.queued", "run.started", "run.succeeded"]
     if first.schedule_id:
@@ -117,6 +130,12 @@ def test_the_fast_path_writes_what_the_orm_path_writes(
         )
     # Claim, succeed: two statements (each its own transaction outside a test), not the ORM path's fourteen.
     assert len(_statements(queries)) == 2, _statements(queries)
+    # Claim, succeed-then-claim, succeed.
+    assert [s.split("(")[0] for s in _statements(batch_queries)] == [
+        "SELECT * FROM echoflow_run_claim",
+        "SELECT * FROM echoflow_run_succeed_then_claim",
+        "SELECT echoflow_run_succeed",
+    ]
 
 
 @pytest.mark.django_db
@@ -292,7 +311,7 @@ def test_the_hot_statements_are_prepared_unless_turned_off(org: Organization, th
     if threshold is None:
         assert prepared == []
     else:
-        marks = ("echoflow_run_claim", "'run.succeeded'")
+        marks = ("echoflow_run_claim", "echoflow_run_succeed(")
         assert len([s for s in prepared if any(mark in s for mark in marks)]) == 2
 
 
@@ -485,3 +504,112 @@ def test_cancel_other_still_cancels_a_run_whose_row_was_busy_for_every_quick_try
     assert results == {"claimed": True}
     assert Run.objects.get(pk=old.pk).status == RunStatus.CANCELLED
     assert Run.objects.get(pk=new.pk).status == RunStatus.RUNNING
+
+
+def _finished_and_next(org: Organization, same_schedule: bool) -> tuple[Run, Run]:
+    """A running run of one schedule (claimed; its action done) and a queued run of another schedule, or of the
+    same one, to be claimed with its finish."""
+    first = _schedule(org, "first")
+    done, _ = schedule_run_now(schedule=first)
+    following, _ = schedule_run_now(schedule=first if same_schedule else _schedule(org, "second"))
+    locked, started = attempt_writes.run_claim(done.pk, worker="a", now=done.created_at, occurred_at=done.created_at)
+    assert locked is not None and started
+    return locked.run, following
+
+
+def _succeed_then_claim(done: Run, following: Run) -> tuple[bool, tuple[attempt_writes.LockedRun | None, bool] | None]:
+    now = following.created_at
+    return attempt_writes.run_succeed_then_claim(
+        done, number=1, output=None, duration_ms=1, now=now, occurred_at=now, next_run_id=following.pk,
+        worker="a", next_now=now, next_occurred_at=now,
+    )  # fmt: skip
+
+
+@contextmanager
+def _held_elsewhere(sql: str, params: list[Any]) -> Iterator[Callable[[str, list[Any]], None]]:
+    """Another connection runs ``sql`` (which locks rows) in a transaction held open while the block runs; the block
+    may make it run more statements in that transaction. It commits at the end."""
+    other = connections.create_connection("default")
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '5s'")
+            cursor.execute(sql, params)
+
+        def more(sql: str, params: list[Any]) -> None:
+            with other.cursor() as cursor:
+                cursor.execute(sql, params)
+
+        yield more
+        other.commit()
+    finally:
+        other.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_finishes_that_claim_each_others_schedules_runs_do_not_wait_for_each_other(org: Organization) -> None:
+    """Process A finishes a run of schedule 1 and claims one of schedule 2 while process B, in the middle of the same
+    with the schedules the other way round, holds schedule 2's row (its finish wrote the last outcome there) and
+    will want schedule 1's. Were A's claim to wait for schedule 2 while holding schedule 1, the two would deadlock.
+    It does not wait: A's finish commits and the next run is left for a claim of its own."""
+    done, following = _finished_and_next(org, same_schedule=False)
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '5s'")  # a wait would fail the test, not hang it
+    with _held_elsewhere(
+        "UPDATE schedules_schedule SET consecutive_failures = 0 WHERE id = %s", [following.schedule_id]
+    ) as process_b:
+        started = time.monotonic()
+        moved, fast = _succeed_then_claim(done, following)
+        assert time.monotonic() - started < 4  # not a lock wait
+        # B goes on to the other schedule's row: free, A has committed.
+        process_b("UPDATE schedules_schedule SET consecutive_failures = 0 WHERE id = %s", [done.schedule_id])
+
+    assert (moved, fast) == (True, None)
+    assert Run.objects.get(pk=done.pk).status == RunStatus.SUCCEEDED
+    assert Run.objects.get(pk=following.pk).status == RunStatus.QUEUED
+    # The batch claims it on its own then.
+    claimed = executor._claim(following.pk, "a", following.created_at)
+    assert claimed is not None and Run.objects.get(pk=following.pk).status == RunStatus.RUNNING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_next_run_whose_row_is_busy_is_left_for_a_claim_of_its_own(org: Organization) -> None:
+    done, following = _finished_and_next(org, same_schedule=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '5s'")
+    with _held_elsewhere("SELECT id FROM runs_run WHERE id = %s FOR UPDATE", [following.pk]):
+        moved, fast = _succeed_then_claim(done, following)
+
+    assert (moved, fast) == (True, None)
+    assert Run.objects.get(pk=done.pk).status == RunStatus.SUCCEEDED
+    assert Run.objects.get(pk=following.pk).status == RunStatus.QUEUED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_next_run_of_the_same_schedule_is_claimed_with_the_finish(org: Organization) -> None:
+    # The schedule's row, locked by the finish, is this transaction's own: no reason to leave the claim.
+    done, following = _finished_and_next(org, same_schedule=True)
+
+    moved, fast = _succeed_then_claim(done, following)
+
+    assert moved and fast is not None
+    locked, started = fast
+    assert started and locked is not None and locked.run.pk == following.pk
+    assert Run.objects.get(pk=following.pk).status == RunStatus.RUNNING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_whose_combined_statement_fails_records_the_outcome_and_claims_apart(
+    org: Organization, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs = [run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")[0] for _ in range(3)]
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(attempt_writes, "run_succeed_then_claim", failing)
+    statuses = executor.run_execute_batch(run_ids=[r.pk for r in runs], worker="w", give_back=lambda ids: None)
+
+    assert statuses == [RunStatus.SUCCEEDED] * 3
+    assert {r.status for r in Run.objects.filter(pk__in=[r.pk for r in runs])} == {RunStatus.SUCCEEDED}
+    assert caplog.text.count("its finish with the next run's claim failed") == 2

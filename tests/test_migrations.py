@@ -194,3 +194,31 @@ def test_0002_leaves_the_outbox_one_type_index_and_no_pattern_twin() -> None:
         "outbox_type_idx",
         "outbox_pending_idx",
     }
+
+
+def _claim_functions() -> dict[str, str]:
+    """The executor's functions in the database: name -> arguments."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT proname, pg_get_function_identity_arguments(oid) FROM pg_proc WHERE proname LIKE 'echoflow_run_%'"
+        )
+        return dict(cursor.fetchall())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_0011_backward_restores_0010s_claim_and_forward_adds_the_combined_statement(latest_schema: None) -> None:
+    migrate("runs", "0010_run_claim_by_key")
+    assert _claim_functions() == {
+        "echoflow_run_claim": "p_run_id bigint, p_worker text, p_now timestamp with time zone, "
+        "p_occurred_at timestamp with time zone"
+    }
+
+    migrate("runs", "0011_run_succeed_then_claim")
+
+    functions = _claim_functions()
+    assert sorted(functions) == ["echoflow_run_claim", "echoflow_run_succeed", "echoflow_run_succeed_then_claim"]
+    # One claim function, taking the four arguments of old callers too (p_skip_locked defaults to false).
+    assert functions["echoflow_run_claim"].endswith("p_occurred_at timestamp with time zone, p_skip_locked boolean")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM echoflow_run_claim(0, 'w', now(), now())")
+        assert cursor.fetchall() == []
