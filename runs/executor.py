@@ -279,7 +279,9 @@ def _finish(
         handover: Handover | None = None
         next_run_id = take_next() if take_next is not None else None
         if next_run_id is not None:
-            # The finish and the next run's claim: one statement, one transaction (runs.attempt_writes).
+            # The finish and the next run's claim: one statement, one transaction (runs.attempt_writes). The next
+            # run's times follow this run's, as they would with the two made apart.
+            occurred_at = timezone.now()
             handover = Handover(next_run_id, timezone.now(), None)
             try:
                 moved, handover.fast = attempt_writes.run_succeed_then_claim(
@@ -288,7 +290,7 @@ def _finish(
                     output=result.output,
                     duration_ms=duration_ms,
                     now=now,
-                    occurred_at=timezone.now(),
+                    occurred_at=occurred_at,
                     next_run_id=next_run_id,
                     worker=worker,
                     next_now=handover.now,

@@ -120,6 +120,13 @@ def test_the_fast_path_writes_what_the_orm_path_writes(
 
     assert fast == orm
     assert _written(third) == _written(fourth) == orm
+    # The fourth started after the third finished, in its times and in its events' order of occurrence.
+    assert third.finished_at is not None and fourth.started_at is not None
+    assert third.finished_at <= fourth.started_at
+    assert (
+        OutboxEvent.objects.get(run_id=third.pk, type="run.succeeded").occurred_at
+        <= OutboxEvent.objects.get(run_id=fourth.pk, type="run.started").occurred_at
+    )
     assert fast["run"]["status"] == RunStatus.SUCCEEDED and fast["run"]["output"] == second.payload
     assert [e[0] for e in fast["events"]] == ["run.queued", "run.started", "run.succeeded"]
     if first.schedule_id:
