@@ -98,6 +98,11 @@ for text in (OLD_SIGNATURE, LOCK_STEP):
         raise RuntimeError(f"runs.0011: runs.0010's claim function no longer has {text!r}")
 CLAIM = previous.CREATE.replace(OLD_SIGNATURE, NEW_SIGNATURE).replace(LOCK_STEP, SKIP_LOCKED_STEP + LOCK_STEP)
 
+# The claim function's result columns, as runs.0008 declares them: the combined function returns them too.
+CLAIM_COLUMNS = previous.CREATE.partition("RETURNS TABLE (\n")[2].partition("\n)\nLANGUAGE")[0]
+if "signing_secret varchar, started boolean" not in CLAIM_COLUMNS:
+    raise RuntimeError("runs.0011: runs.0010's claim function no longer declares its columns as expected")
+
 SUCCEED_THEN_CLAIM = r"""
 CREATE OR REPLACE FUNCTION echoflow_run_succeed_then_claim(
     p_run_id bigint, p_number integer, p_output jsonb, p_duration_ms integer, p_data jsonb, p_now timestamptz,
@@ -106,10 +111,7 @@ CREATE OR REPLACE FUNCTION echoflow_run_succeed_then_claim(
 )
 RETURNS TABLE (
     succeeded boolean,
-    id bigint, status varchar, attempts integer, organization_id bigint, schedule_id bigint, "trigger" varchar,
-    slot timestamptz, due_at timestamptz, started_at timestamptz, priority smallint, max_attempts integer,
-    backoff_seconds jsonb, timeout_seconds integer, action_kind varchar, action_name varchar,
-    action_config jsonb, payload jsonb, trace_id varchar, signing_secret varchar, started boolean
+CLAIM_COLUMNS
 )
 LANGUAGE plpgsql VOLATILE
 AS $fn$
@@ -126,7 +128,7 @@ BEGIN
     RETURN NEXT;
 END
 $fn$
-"""
+""".replace("CLAIM_COLUMNS", CLAIM_COLUMNS)
 
 DROP = [
     "DROP FUNCTION IF EXISTS echoflow_run_succeed_then_claim(bigint, integer, jsonb, integer, jsonb, timestamptz, "
