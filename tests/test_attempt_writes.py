@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +22,7 @@ from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
 from runs.services import run_create_adhoc, schedule_run_now
 from schedules.models import Schedule
 from schedules.services import schedule_create
+from tests.test_migration_ops import table_held_elsewhere
 
 pytestmark = [pytest.mark.postgres]
 
@@ -532,27 +532,6 @@ def _succeed_then_claim(done: Run, following: Run) -> tuple[bool, tuple[attempt_
     )  # fmt: skip
 
 
-@contextmanager
-def _held_elsewhere(sql: str, params: list[Any]) -> Iterator[Callable[[str, list[Any]], None]]:
-    """Another connection runs ``sql`` (which locks rows) in a transaction held open while the block runs; the block
-    may make it run more statements in that transaction. It commits at the end."""
-    other = connections.create_connection("default")
-    try:
-        other.set_autocommit(False)
-        with other.cursor() as cursor:
-            cursor.execute("SET lock_timeout = '5s'")
-            cursor.execute(sql, params)
-
-        def more(sql: str, params: list[Any]) -> None:
-            with other.cursor() as cursor:
-                cursor.execute(sql, params)
-
-        yield more
-        other.commit()
-    finally:
-        other.close()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_finishes_that_claim_each_others_schedules_runs_do_not_wait_for_each_other(org: Organization) -> None:
     """Process A finishes a run of schedule 1 and claims one of schedule 2 while process B, in the middle of the same
@@ -562,14 +541,16 @@ def test_finishes_that_claim_each_others_schedules_runs_do_not_wait_for_each_oth
     done, following = _finished_and_next(org, same_schedule=False)
     with connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = '5s'")  # a wait would fail the test, not hang it
-    with _held_elsewhere(
-        "UPDATE schedules_schedule SET consecutive_failures = 0 WHERE id = %s", [following.schedule_id]
-    ) as process_b:
+    with table_held_elsewhere("schedules_schedule") as process_b:
+        process_b.execute(
+            "UPDATE schedules_schedule SET consecutive_failures = 0 WHERE id = %s", [following.schedule_id]
+        )
         started = time.monotonic()
         moved, fast = _succeed_then_claim(done, following)
         assert time.monotonic() - started < 4  # not a lock wait
         # B goes on to the other schedule's row: free, A has committed.
-        process_b("UPDATE schedules_schedule SET consecutive_failures = 0 WHERE id = %s", [done.schedule_id])
+        process_b.execute("SET lock_timeout = '5s'")
+        process_b.execute("UPDATE schedules_schedule SET consecutive_failures = 0 WHERE id = %s", [done.schedule_id])
 
     assert (moved, fast) == (True, None)
     assert Run.objects.get(pk=done.pk).status == RunStatus.SUCCEEDED
@@ -584,7 +565,8 @@ def test_a_next_run_whose_row_is_busy_is_left_for_a_claim_of_its_own(org: Organi
     done, following = _finished_and_next(org, same_schedule=True)
     with connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = '5s'")
-    with _held_elsewhere("SELECT id FROM runs_run WHERE id = %s FOR UPDATE", [following.pk]):
+    with table_held_elsewhere("runs_run") as other:
+        other.execute("SELECT id FROM runs_run WHERE id = %s FOR UPDATE", [following.pk])
         moved, fast = _succeed_then_claim(done, following)
 
     assert (moved, fast) == (True, None)
@@ -620,3 +602,24 @@ def test_a_batch_whose_combined_statement_fails_records_the_outcome_and_claims_a
     assert statuses == [RunStatus.SUCCEEDED] * 3
     assert {r.status for r in Run.objects.filter(pk__in=[r.pk for r in runs])} == {RunStatus.SUCCEEDED}
     assert caplog.text.count("its finish with the next run's claim failed") == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_claimed_with_a_finish_that_its_policy_must_decide_on_takes_the_orm_path(org: Organization) -> None:
+    # The next run's schedule allows one run at a time and skips the rest; one of its runs is running elsewhere. The
+    # claim made with the finish does not start it, and the batch lets its policy decide: it is skipped.
+    busy_schedule = _schedule(org, "one at a time", overlap_policy="skip", max_concurrency=1)
+    running, _ = schedule_run_now(schedule=busy_schedule)
+    assert executor._claim(running.pk, "elsewhere", running.created_at) is not None
+    following, _ = schedule_run_now(schedule=busy_schedule)
+    first, _ = run_create_adhoc(organization=org, action_kind="python", action_name="echoflow.noop")
+
+    with CaptureQueriesContext(connection) as queries:
+        statuses = executor.run_execute_batch(run_ids=[first.pk, following.pk], worker="w", give_back=lambda ids: None)
+
+    assert statuses == [RunStatus.SUCCEEDED, None]
+    assert any("echoflow_run_succeed_then_claim" in q for q in _statements(queries))
+    skipped = Run.objects.get(pk=following.pk)
+    assert skipped.status == RunStatus.SKIPPED
+    assert skipped.status_reason.startswith("overlap policy skip")
+    assert Run.objects.get(pk=running.pk).status == RunStatus.RUNNING
