@@ -242,6 +242,9 @@ ECHOFLOW: dict[str, Any] = {
     "MAX_INTERVAL_SECONDS": env_int("ECHOFLOW_MAX_INTERVAL_SECONDS", 366 * 24 * 3600, minimum=60),
     "DISPATCH_INTERVAL_SECONDS": env_float("ECHOFLOW_DISPATCH_INTERVAL", 1.0, minimum=0.1),
     "DISPATCH_BATCH_SIZE": env_int("ECHOFLOW_DISPATCH_BATCH_SIZE", 1000, minimum=1, maximum=50_000),
+    # The first batch of a tick is at most this many schedules: its runs are written, committed and sent while
+    # the rest of a large slot is still being planned, so workers start on a burst at once (runs.dispatcher).
+    "DISPATCH_FIRST_BATCH_SIZE": env_int("ECHOFLOW_DISPATCH_FIRST_BATCH_SIZE", 256, minimum=1, maximum=50_000),
     "RESEND_AFTER_SECONDS": env_int("ECHOFLOW_RESEND_AFTER", 300, minimum=5),
     # A burst of runs to one queue goes out as messages of up to RUN_BATCH_MAX runs each, but in at least
     # RUN_BATCH_SPREAD messages, so that that many worker processes share it (runs.sending). 1 turns batching off.

@@ -29,6 +29,9 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from celery import signals
@@ -65,16 +68,32 @@ def batch_split(pks: list[int], *, most: int, spread: int) -> list[list[int]]:
     return [pks[i : i + size] for i in range(0, len(pks), size)]
 
 
+# Set while sending a part of a burst whose rest is sent right after it (runs.dispatcher: a full batch of due
+# schedules): the part goes out in messages as full as RUN_BATCH_MAX allows, since RUN_BATCH_SPREAD is about how many
+# worker processes share the whole burst. Spread over a small part, it made messages of a few runs each, and a
+# Celery message costs its worker as much as a no-op run.
+_more_follows: ContextVar[bool] = ContextVar("echoflow_runs_more_follows", default=False)
+
+
+@contextmanager
+def more_follows() -> Iterator[None]:
+    """Runs sent inside this block are part of a burst whose rest follows at once (see ``_more_follows``)."""
+    token = _more_follows.set(True)
+    try:
+        yield
+    finally:
+        _more_follows.reset(token)
+
+
 def runs_messages(rows: list[tuple[int, int]]) -> Messages:
-    """(run id, priority) rows → the messages that carry them, per priority queue (settings.ECHOFLOW RUN_BATCH_*)."""
+    """(run id, priority) rows → the messages that carry them, per priority queue (settings.ECHOFLOW RUN_BATCH_*;
+    inside ``more_follows``, without the spread)."""
     conf = settings.ECHOFLOW
+    spread = 1 if _more_follows.get() else conf["RUN_BATCH_SPREAD"]
     by_queue: dict[str, list[int]] = defaultdict(list)
     for pk, priority in rows:
         by_queue[queue_for_priority(priority)].append(pk)
-    return {
-        queue: batch_split(pks, most=conf["RUN_BATCH_MAX"], spread=conf["RUN_BATCH_SPREAD"])
-        for queue, pks in by_queue.items()
-    }
+    return {queue: batch_split(pks, most=conf["RUN_BATCH_MAX"], spread=spread) for queue, pks in by_queue.items()}
 
 
 def send_runs(rows: list[tuple[int, int]], *, front: bool = False) -> None:

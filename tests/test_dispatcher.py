@@ -61,3 +61,40 @@ def test_a_failed_send_is_retried_on_the_next_tick(org: Organization) -> None:
     assert dispatch_tick(now=T0 + timedelta(seconds=1), sender=sent.extend).enqueued == 1
     assert [pk for pk, _ in sent] == [run.pk]
     assert Run.objects.get(pk=run.pk).sends == 1
+
+
+def test_a_large_slot_is_sent_first_in_a_small_batch_then_in_full_ones(org: Organization, settings: Any) -> None:
+    """The first batch of a tick is DISPATCH_FIRST_BATCH_SIZE schedules: its runs are committed and sent before the
+    rest is planned, so workers start on a burst at once. A full batch is a part of a burst whose rest follows, and
+    goes out in full messages (runs.sending.more_follows); the last, partial one is spread as any burst."""
+    from runs import sending
+
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "DISPATCH_FIRST_BATCH_SIZE": 3, "DISPATCH_BATCH_SIZE": 5}
+    data = {"trigger_kind": "cron", "cron": "*/5 * * * *", "action_name": "echoflow.noop"}
+    for i in range(12):
+        schedule_create(organization=org, data={**data, "name": f"s{i:02d}"}, now=T0 - timedelta(minutes=1))
+    sends: list[tuple[list[int], bool, int]] = []
+
+    def sender(rows: list[tuple[int, int]]) -> None:
+        # What was sent, whether the rest of the burst follows, and how many runs were committed by then.
+        sends.append(([pk for pk, _ in rows], sending._more_follows.get(), Run.objects.count()))
+
+    result = dispatch_tick(now=T0, sender=sender)
+    assert (result.schedules, result.created, result.enqueued) == (12, 12, 12)
+    assert [(len(pks), follows, written) for pks, follows, written in sends] == [
+        (3, True, 3),
+        (5, True, 8),
+        (4, False, 12),
+    ]
+    assert sorted(pk for pks, _, _ in sends for pk in pks) == sorted(Run.objects.values_list("pk", flat=True))
+    assert not sending._more_follows.get()
+
+
+def test_the_first_batch_is_never_larger_than_a_batch(org: Organization, settings: Any) -> None:
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "DISPATCH_FIRST_BATCH_SIZE": 256, "DISPATCH_BATCH_SIZE": 2}
+    data = {"trigger_kind": "cron", "cron": "*/5 * * * *", "action_name": "echoflow.noop"}
+    for i in range(5):
+        schedule_create(organization=org, data={**data, "name": f"s{i}"}, now=T0 - timedelta(minutes=1))
+    sizes: list[int] = []
+    dispatch_tick(now=T0, sender=lambda rows: sizes.append(len(rows)))
+    assert sizes == [2, 2, 1]

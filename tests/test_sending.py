@@ -139,6 +139,20 @@ def test_a_burst_goes_out_as_execute_runs_messages_per_priority_queue(broker: re
     assert len({m["headers"]["id"] for m in default}) == 3
 
 
+def test_a_part_of_a_burst_whose_rest_follows_goes_out_in_full_messages(settings: Any) -> None:
+    settings.ECHOFLOW = {**settings.ECHOFLOW, "RUN_BATCH_MAX": 16, "RUN_BATCH_SPREAD": 64}
+    rows = [(pk, 5) for pk in range(1, 257)]
+    # On its own, 256 runs are spread over 64 messages of 4, for 64 worker processes to share.
+    assert [len(ids) for ids in sending.runs_messages(rows)["echoflow"]] == [4] * 64
+    with sending.more_follows():
+        parts = sending.runs_messages(rows)["echoflow"]
+        assert [len(ids) for ids in sending.runs_messages(rows[:20])["echoflow"]] == [16, 4]
+    assert [len(ids) for ids in parts] == [16] * 16
+    assert [pk for ids in parts for pk in ids] == [pk for pk, _ in rows]
+    # Only inside the block.
+    assert [len(ids) for ids in sending.runs_messages(rows)["echoflow"]] == [4] * 64
+
+
 def test_runs_sent_to_the_front_are_taken_before_those_waiting_in_their_order(broker: redis.Redis) -> None:
     sending.send_runs([(1, 5), (2, 5)])
     sending.send_runs([(10, 5), (11, 5), (12, 5)], front=True)
