@@ -69,25 +69,36 @@ def test_a_large_slot_is_sent_first_in_a_small_batch_then_in_full_ones(org: Orga
     goes out in full messages (runs.sending.more_follows); the last, partial one is spread as any burst."""
     from runs import sending
 
-    settings.ECHOFLOW = {**settings.ECHOFLOW, "DISPATCH_FIRST_BATCH_SIZE": 3, "DISPATCH_BATCH_SIZE": 5}
+    settings.ECHOFLOW = {
+        **settings.ECHOFLOW,
+        "DISPATCH_FIRST_BATCH_SIZE": 3,
+        "DISPATCH_BATCH_SIZE": 5,
+        "RUN_BATCH_MAX": 16,
+        "RUN_BATCH_SPREAD": 64,
+    }
     data = {"trigger_kind": "cron", "cron": "*/5 * * * *", "action_name": "echoflow.noop"}
     for i in range(12):
         schedule_create(organization=org, data={**data, "name": f"s{i:02d}"}, now=T0 - timedelta(minutes=1))
-    sends: list[tuple[list[int], bool, int]] = []
+    sends: list[tuple[list[int], list[int], int]] = []
 
     def sender(rows: list[tuple[int, int]]) -> None:
-        # What was sent, whether the rest of the burst follows, and how many runs were committed by then.
-        sends.append(([pk for pk, _ in rows], sending._more_follows.get(), Run.objects.count()))
+        # What was sent, the sizes of the messages that would carry it (one queue: every run has priority 5), and
+        # how many runs were committed by then.
+        (messages,) = sending.runs_messages(rows).values()
+        sends.append(([pk for pk, _ in rows], [len(ids) for ids in messages], Run.objects.count()))
 
     result = dispatch_tick(now=T0, sender=sender)
     assert (result.schedules, result.created, result.enqueued) == (12, 12, 12)
-    assert [(len(pks), follows, written) for pks, follows, written in sends] == [
-        (3, True, 3),
-        (5, True, 8),
-        (4, False, 12),
+    # The full batches go out whole (the rest of the burst follows); the last, partial one is spread (RUN_BATCH_SPREAD
+    # is 64: fewer than twice that many runs go one per message).
+    assert [(len(pks), sizes, written) for pks, sizes, written in sends] == [
+        (3, [3], 3),
+        (5, [5], 8),
+        (4, [1, 1, 1, 1], 12),
     ]
     assert sorted(pk for pks, _, _ in sends for pk in pks) == sorted(Run.objects.values_list("pk", flat=True))
-    assert not sending._more_follows.get()
+    # Outside the tick, a send is spread again.
+    assert [len(ids) for ids in sending.runs_messages([(1, 5), (2, 5)])["echoflow"]] == [1, 1]
 
 
 def test_the_first_batch_is_never_larger_than_a_batch(org: Organization, settings: Any) -> None:
