@@ -27,7 +27,7 @@ from runs.action_threads import action_start
 from runs.actions import ActionCancelled, ActionContext, ActionError, AwaitingReport, RetryableError, action_execute
 from runs.limits import admission_check, lock_not_available, overlap_cancel
 from runs.models import AttemptOutcome, Run, RunAttempt, RunStatus
-from runs.transitions import run_transition
+from runs.transitions import run_transition, status_in
 from schedules.models import Schedule, ScheduleState
 
 logger = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def _run_action(run: Run, ctx: ActionContext, on_slow: SlowHook | None = None) -
                 stuck=job.running,
             )
         # Heartbeat; if the run is no longer ours (cancelled, reaped), tell the action to stop.
-        alive = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=ctx.attempt).update(
+        alive = Run.objects.filter(status_in([RunStatus.RUNNING]), pk=run.pk, attempts=ctx.attempt).update(
             heartbeat_at=timezone.now()
         )
         if not alive:
@@ -320,7 +320,7 @@ def _finish_orm(run: Run, number: int, result: AttemptResult, now: datetime, dur
                 output=result.output
             )
             elapsed = timedelta(milliseconds=duration_ms)
-            Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=number).update(
+            Run.objects.filter(status_in([RunStatus.RUNNING]), pk=run.pk, attempts=number).update(
                 report_by=now + max(timedelta(seconds=run.timeout_seconds) - elapsed, timedelta(0))
             )
             return RunStatus.RUNNING

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.db.models.lookups import In
+
 from echoflow.events.bus import EventSpec, event_record, events_record
+from echoflow.unindexed import unindexed_in
 from runs.models import Run, RunStatus
 
 EVENT_FOR_STATUS = {
@@ -48,6 +51,11 @@ class InvalidTransition(ValueError):
     pass
 
 
+def status_in(statuses: Iterable[str]) -> In:
+    """The status condition of a statement that names its run by key (``echoflow.unindexed``), for ``filter()``."""
+    return unindexed_in("status", statuses)
+
+
 def _sources(target: str, sources: Iterable[str]) -> list[str]:
     allowed = [s for s in sources if target in ALLOWED[RunStatus(s)]]
     if not allowed:
@@ -65,7 +73,7 @@ def run_transition(
     **fields: Any,
 ) -> bool:
     """Move ``run`` to ``to`` if it is still in one of ``sources`` (and at ``expected_attempts``, when given)."""
-    query = Run.objects.filter(pk=run.pk, status__in=_sources(to, sources))
+    query = Run.objects.filter(status_in(_sources(to, sources)), pk=run.pk)
     if expected_attempts is not None:
         query = query.filter(attempts=expected_attempts)
     if query.update(status=to, **fields) == 0:

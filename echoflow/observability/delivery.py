@@ -32,6 +32,7 @@ from django.db.models import F, Model, QuerySet
 from django.utils import timezone
 
 from echoflow.observability.models import Alert, AlertEmail, DeliveryStatus, WebhookDelivery
+from echoflow.unindexed import unindexed_in
 from runs.actions import ActionError, PermanentError, _host_allowed
 
 logger = logging.getLogger(__name__)
@@ -148,9 +149,9 @@ def _record_webhook(delivery: WebhookDelivery, outcome: Outcome, now: datetime) 
         fields.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
     else:
         fields.update(next_attempt_at=now + retry_delay(delivery.attempts))
-    WebhookDelivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts, status=DeliveryStatus.PENDING).update(
-        **fields
-    )
+    WebhookDelivery.objects.filter(
+        unindexed_in("status", [DeliveryStatus.PENDING]), pk=delivery.pk, attempts=delivery.attempts
+    ).update(**fields)
 
 
 def _in_thread(function: Callable[[WebhookDelivery], Outcome]) -> Callable[[WebhookDelivery], Outcome]:
@@ -231,7 +232,9 @@ def alert_emails_send_due(*, limit: int = 50, now: datetime | None = None) -> in
         else:
             fields = {"status": DeliveryStatus.SUCCEEDED, "sent_at": timezone.now(), "next_attempt_at": None}
             fields["last_error"] = ""
-        AlertEmail.objects.filter(pk=email.pk, attempts=email.attempts, status=DeliveryStatus.PENDING).update(**fields)
+        AlertEmail.objects.filter(
+            unindexed_in("status", [DeliveryStatus.PENDING]), pk=email.pk, attempts=email.attempts
+        ).update(**fields)
     return len(due)
 
 
