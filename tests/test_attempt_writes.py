@@ -335,12 +335,13 @@ def test_the_claim_function_returns_the_columns_the_executor_reads() -> None:
 _BY_STATUS = ("run_status_idx", "run_resend_due_idx", "run_to_enqueue_idx")
 
 
-def _read_by_status() -> int:
-    """Entries of the status indexes of runs_run read so far by this transaction (its own statistics)."""
+def index_entries_read(indexes: tuple[str, ...] = _BY_STATUS) -> int:
+    """Entries of these indexes (runs_run's status indexes by default) read so far by this transaction (its own
+    statistics)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT sum(pg_stat_get_xact_tuples_returned(name::regclass)) FROM unnest(%s::text[]) AS name",
-            [list(_BY_STATUS)],
+            [list(indexes)],
         )
         return int(cursor.fetchone()[0])
 
@@ -363,7 +364,7 @@ def test_the_claim_and_the_finish_find_their_run_by_key_however_many_share_its_s
         cursor.execute("ANALYZE runs_run")
     queued = burst(300, "burst")
     mine = queued[-8:]  # PL/pgSQL and psycopg plan anew for the first five calls, then may keep a generic plan
-    before = _read_by_status()
+    before = index_entries_read()
 
     for run in mine:
         locked, started = attempt_writes.run_claim(run.pk, worker="w", now=run.created_at, occurred_at=run.created_at)
@@ -371,16 +372,16 @@ def test_the_claim_and_the_finish_find_their_run_by_key_however_many_share_its_s
     # Counting the organization's running runs (its limit) reads the ones claimed so far (28 in all, and the entries
     # of runs other tests rolled back, once); reading the run through a status index would read the 292-300 runs
     # queued, for each claim.
-    assert _read_by_status() - before < 300
+    assert index_entries_read() - before < 300
 
     # Runs that other workers are running meanwhile: the finish must not read them.
     Run.objects.filter(pk__in=[r.pk for r in queued[:50]]).update(status=RunStatus.RUNNING, attempts=1)
-    before = _read_by_status()
+    before = index_entries_read()
     for run in mine:
         assert attempt_writes.run_succeed(
             run, number=1, output=None, duration_ms=1, now=run.created_at, occurred_at=run.created_at
         )
-    assert _read_by_status() == before
+    assert index_entries_read() == before
     assert Run.objects.filter(pk__in=[r.pk for r in mine], status=RunStatus.SUCCEEDED).count() == 8
 
 

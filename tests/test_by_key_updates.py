@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from echoflow.accounts.models import Organization
@@ -16,7 +16,10 @@ from echoflow.observability.services import webhook_subscription_create
 from runs.models import Run, RunStatus
 from runs.services import run_create_adhoc
 from runs.transitions import run_transition, status_in
+from tests.test_attempt_writes import index_entries_read
 
+# Committed and then truncated, not rolled back: a rolled-back burst would leave hundreds of dead entries in the
+# status indexes, which the next test's statements would read (tests/test_attempt_writes.py counts them).
 pytestmark = [pytest.mark.postgres]
 
 # Every index of runs_run that a status condition could let the planner read a run through.
@@ -28,16 +31,6 @@ STATUS_INDEXES = (
     "run_org_active_idx",
     "run_schedule_active_idx",
 )
-
-
-def _read_by_status(indexes: tuple[str, ...] = STATUS_INDEXES) -> int:
-    """Entries of these indexes read so far by this transaction (its own statistics)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT sum(pg_stat_get_xact_tuples_returned(name::regclass)) FROM unnest(%s::text[]) AS name",
-            [list(indexes)],
-        )
-        return int(cursor.fetchone()[0])
 
 
 def _burst(org: Organization, count: int, tag: str) -> list[Run]:
@@ -56,7 +49,7 @@ def _quiet_statistics(org: Organization) -> None:
         cursor.execute("ANALYZE runs_run")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("status", "to"),
     [
@@ -75,34 +68,32 @@ def test_a_transition_reads_its_run_by_key_in_a_burst_after_quiet_statistics(
     _quiet_statistics(org)
     burst = _burst(org, 300, "burst")
     Run.objects.filter(pk__in=[r.pk for r in burst]).update(status=status, attempts=1)
-    before = _read_by_status()
-
-    for run in burst[-8:]:
-        run.refresh_from_db()
-        assert run_transition(run=run, to=to, sources=[status])
-
-    assert _read_by_status() == before
+    with transaction.atomic():  # the counts are this transaction's own
+        before = index_entries_read(STATUS_INDEXES)
+        for run in burst[-8:]:
+            run.refresh_from_db()
+            assert run_transition(run=run, to=to, sources=[status])
+        assert index_entries_read(STATUS_INDEXES) == before
     assert Run.objects.filter(pk__in=[r.pk for r in burst[-8:]], status=to).count() == 8
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_the_heartbeat_reads_its_run_by_key(org: Organization) -> None:
     # The executor's heartbeat and its wait for an external report update a running run by key and status.
     _quiet_statistics(org)
     burst = _burst(org, 300, "burst")
     Run.objects.filter(pk__in=[r.pk for r in burst]).update(status=RunStatus.RUNNING, attempts=1)
-    before = _read_by_status()
-
-    for run in burst[-8:]:
-        assert Run.objects.filter(status_in([RunStatus.RUNNING]), pk=run.pk, attempts=1).update(worker="w") == 1
-
-    assert _read_by_status() == before
+    with transaction.atomic():
+        before = index_entries_read(STATUS_INDEXES)
+        for run in burst[-8:]:
+            assert Run.objects.filter(status_in([RunStatus.RUNNING]), pk=run.pk, attempts=1).update(worker="w") == 1
+        assert index_entries_read(STATUS_INDEXES) == before
     # The condition still decides: a run in another status is not moved.
     Run.objects.filter(pk=burst[0].pk).update(status=RunStatus.CANCELLED)
     assert Run.objects.filter(status_in([RunStatus.RUNNING]), pk=burst[0].pk).update(worker="x") == 0
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_webhook_delivery_outcome_reads_its_delivery_by_key_in_a_burst(org: Organization) -> None:
     subscription = webhook_subscription_create(
         organization=org, name="ops", url="https://hooks.example.com/x", event_types=["*"]
@@ -121,11 +112,10 @@ def test_a_webhook_delivery_outcome_reads_its_delivery_by_key_in_a_burst(org: Or
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE observability_webhookdelivery")
     burst = deliveries(300, DeliveryStatus.PENDING)
-    before = _read_by_status(("webhook_delivery_due_idx",))
-
-    for delivery in burst[-8:]:
-        _record_webhook(delivery, Outcome(True, status_code=204), timezone.now())
-
-    # Read through the index of pending deliveries, each outcome would read all 300.
-    assert _read_by_status(("webhook_delivery_due_idx",)) == before
+    with transaction.atomic():
+        before = index_entries_read(("webhook_delivery_due_idx",))
+        for delivery in burst[-8:]:
+            _record_webhook(delivery, Outcome(True, status_code=204), timezone.now())
+        # Read through the index of pending deliveries, each outcome would read all 300.
+        assert index_entries_read(("webhook_delivery_due_idx",)) == before
     assert WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCEEDED).count() == 208
