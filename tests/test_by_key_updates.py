@@ -6,12 +6,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.core import mail
 from django.db import connection, transaction
 from django.utils import timezone
 
 from echoflow.accounts.models import Organization
-from echoflow.observability.delivery import Outcome, _record_webhook
-from echoflow.observability.models import DeliveryStatus, WebhookDelivery
+from echoflow.observability.delivery import Outcome, _record_webhook, alert_emails_send_due
+from echoflow.observability.models import Alert, AlertEmail, AlertRule, DeliveryStatus, WebhookDelivery
 from echoflow.observability.services import webhook_subscription_create
 from runs.models import Run, RunStatus
 from runs.services import run_create_adhoc
@@ -119,3 +120,32 @@ def test_a_webhook_delivery_outcome_reads_its_delivery_by_key_in_a_burst(org: Or
         # Read through the index of pending deliveries, each outcome would read all 300.
         assert index_entries_read(("webhook_delivery_due_idx",)) == before
     assert WebhookDelivery.objects.filter(status=DeliveryStatus.SUCCEEDED).count() == 208
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_alert_email_outcome_reads_its_email_by_key_in_a_burst() -> None:
+    alert = Alert.objects.create(
+        rule=AlertRule.DISPATCHER_STALLED, key="dispatcher", title="The dispatcher stalled", raised_at=timezone.now()
+    )
+
+    def emails(count: int, status: str) -> None:
+        AlertEmail.objects.bulk_create(
+            AlertEmail(
+                alert=alert, event_id=uuid.uuid4(), event_type="alert.raised", recipients=["ops@example.com"],
+                status=status, next_attempt_at=timezone.now(),
+            )
+            for _ in range(count)
+        )  # fmt: skip
+
+    emails(200, DeliveryStatus.SUCCEEDED)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE observability_alertemail")
+    emails(300, DeliveryStatus.PENDING)
+    with transaction.atomic():
+        before = index_entries_read(("alert_email_due_idx",))
+        assert alert_emails_send_due(limit=8) == 8
+        # The claim reads the 8 it takes from the index of pending emails; read through that index, each of the 8
+        # outcomes would read all 300 as well.
+        assert index_entries_read(("alert_email_due_idx",)) - before < 50
+    assert len(mail.outbox) == 8
+    assert AlertEmail.objects.filter(status=DeliveryStatus.SUCCEEDED).count() == 208
