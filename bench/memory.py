@@ -202,8 +202,8 @@ def echoflow_side(*, count: int, pool: str, beat: str, copied: float, idle: floa
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM runs_run")
         runs = int(cursor.fetchone()[0])
-    up = "—" if worker_up is None else f"{worker_up:.1f} s"
-    note = f"{count:,} rows copied in {copied:.1f} s; worker answered a ping at {up}; {runs:,} runs written"
+    up = "no answer to a ping before its first tick" if worker_up is None else f"answered a ping at {worker_up:.1f} s"
+    note = f"{count:,} rows copied in {copied:.1f} s; worker: {up}; {runs:,} runs written"
     concurrency = "1 process" if pool == "prefork" else "2 threads"
     variant = f"{pool}, beat {'inside (-B)' if embedded else 'apart'}"
     system = f"EchoFlow (system worker {pool}, {concurrency}; beat {'inside it, -B' if embedded else 'apart'})"
