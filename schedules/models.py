@@ -45,7 +45,8 @@ class ActionKind(models.TextChoices):
 
 
 class Schedule(models.Model):
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="schedules")
+    # Not indexed on its own: schedule_name_unique_in_org (organization, name) leads with it (schedules.0004).
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="schedules", db_index=False)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, max_length=4000)
     # Indexed by schedule_org_agent_name_idx (with the organization, in the list's name order), not on its own.

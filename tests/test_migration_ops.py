@@ -328,3 +328,28 @@ def test_adding_a_column_stops_after_its_tries_with_the_table_unchanged_and_says
 def _run_columns() -> set[str]:
     with connection.cursor() as cursor:
         return {c.name for c in connection.introspection.get_table_description(cursor, "runs_run")}
+
+
+def test_schedules_0004_drops_the_lone_organization_index_concurrently_and_back(latest_schema: None) -> None:
+    name = "schedules_schedule_organization_id_8bb21e99"
+    assert index_state(name) is None
+    with recorded_statements() as backward:
+        migrate("schedules", "0003_schedule_org_agent_name_idx")
+    restored = index_state(name)
+    assert restored is not None and restored.valid
+    assert restored.definition.endswith("USING btree (organization_id)")
+    with recorded_statements() as forward:
+        migrate("schedules", "0004_drop_schedule_organization_index")
+    assert index_state(name) is None
+
+    # Neither blocks the dispatcher's writes to schedules_schedule: both run outside a transaction, concurrently.
+    assert [(s.sql, s.in_transaction) for s in forward if name in s.sql] == [
+        (f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"', False)
+    ]
+    assert [(s.sql.split(" ON ")[0], s.in_transaction) for s in backward if name in s.sql] == [
+        (f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{name}"', False)
+    ]
+    # A second run (after a failure to record it, say) drops nothing and fails on nothing.
+    MigrationRecorder.Migration.objects.filter(app="schedules", name="0004_drop_schedule_organization_index").delete()
+    migrate("schedules", "0004_drop_schedule_organization_index")
+    assert applied("schedules", "0004_drop_schedule_organization_index")
