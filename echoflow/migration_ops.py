@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from django.contrib.postgres.operations import AddIndexConcurrently as PostgresAddIndexConcurrently
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
-from django.db.migrations import AddField, AddIndex
+from django.db.migrations import AddField, AddIndex, RunPython
 from django.db.migrations.state import ProjectState
 
 if TYPE_CHECKING:
@@ -162,3 +162,31 @@ class AddFieldIfMissing(AddField):
 
 def _pause(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def drop_redundant_index(table: str, name: str, columns: tuple[str, ...]) -> RunPython:
+    """A ``RunPython`` that drops the index ``name`` of ``table`` and, reversed, builds it again on ``columns``.
+
+    For an index that only repeats the leading columns of another (Django's index of a foreign key, say): dropped
+    with ``DROP INDEX CONCURRENTLY`` on PostgreSQL, which does not block the table's writes, in a migration with
+    ``atomic = atomic_unless_postgresql()``; ``IF EXISTS``, so a run again after an interruption drops nothing. Only the
+    index goes: the migration state is changed apart (``SeparateDatabaseAndState``, ``db_index=False``), since
+    Django's ``AlterField`` would drop and re-add the foreign key, which re-validates every row under a lock."""
+
+    def concurrently(schema_editor: BaseDatabaseSchemaEditor) -> str:
+        return " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
+
+    def drop(apps: object, schema_editor: BaseDatabaseSchemaEditor) -> None:
+        schema_editor.execute(f"DROP INDEX{concurrently(schema_editor)} IF EXISTS {schema_editor.quote_name(name)}")
+
+    def build(apps: object, schema_editor: BaseDatabaseSchemaEditor) -> None:
+        quoted = schema_editor.quote_name(name)
+        if schema_editor.connection.vendor == "postgresql" and _index_is_valid(schema_editor, name) is False:
+            schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quoted}")  # what a failed build left
+        listed = ", ".join(schema_editor.quote_name(c) for c in columns)
+        schema_editor.execute(
+            f"CREATE INDEX{concurrently(schema_editor)} IF NOT EXISTS {quoted} "
+            f"ON {schema_editor.quote_name(table)} ({listed})"
+        )
+
+    return RunPython(drop, build)

@@ -330,19 +330,37 @@ def _run_columns() -> set[str]:
         return {c.name for c in connection.introspection.get_table_description(cursor, "runs_run")}
 
 
-def test_schedules_0004_drops_the_lone_organization_index_concurrently_and_back(latest_schema: None) -> None:
-    name = "schedules_schedule_organization_id_8bb21e99"
+# (app, migration before, migration, index) of every migration that drops an index with drop_redundant_index.
+DROP_MIGRATIONS = [
+    (
+        "schedules",
+        "0003_schedule_org_agent_name_idx",
+        "0004_drop_schedule_organization_index",
+        "schedules_schedule_organization_id_8bb21e99",
+    ),
+    (
+        "observability",
+        "0001_initial",
+        "0002_drop_webhook_delivery_subscription_index",
+        "observability_webhookdelivery_subscription_id_e21be8fd",
+    ),
+]
+
+
+@pytest.mark.parametrize(("app", "before", "migration", "name"), DROP_MIGRATIONS)
+def test_a_redundant_index_is_dropped_concurrently_and_built_again_backwards(
+    latest_schema: None, app: str, before: str, migration: str, name: str
+) -> None:
     assert index_state(name) is None
     with recorded_statements() as backward:
-        migrate("schedules", "0003_schedule_org_agent_name_idx")
+        migrate(app, before)
     restored = index_state(name)
     assert restored is not None and restored.valid
-    assert restored.definition.endswith("USING btree (organization_id)")
     with recorded_statements() as forward:
-        migrate("schedules", "0004_drop_schedule_organization_index")
+        migrate(app, migration)
     assert index_state(name) is None
 
-    # Neither blocks the dispatcher's writes to schedules_schedule: both run outside a transaction, concurrently.
+    # Neither blocks the table's writes: both run outside a transaction, concurrently.
     assert [(s.sql, s.in_transaction) for s in forward if name in s.sql] == [
         (f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"', False)
     ]
@@ -350,6 +368,23 @@ def test_schedules_0004_drops_the_lone_organization_index_concurrently_and_back(
         (f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{name}"', False)
     ]
     # A second run (after a failure to record it, say) drops nothing and fails on nothing.
-    MigrationRecorder.Migration.objects.filter(app="schedules", name="0004_drop_schedule_organization_index").delete()
-    migrate("schedules", "0004_drop_schedule_organization_index")
-    assert applied("schedules", "0004_drop_schedule_organization_index")
+    MigrationRecorder.Migration.objects.filter(app=app, name=migration).delete()
+    migrate(app, migration)
+    assert applied(app, migration)
+
+
+def test_building_a_dropped_index_again_replaces_what_a_failed_build_left(latest_schema: None) -> None:
+    app, before, migration, name = DROP_MIGRATIONS[0]
+    migrate(app, before)
+    definition = index_state(name)
+    assert definition is not None
+    migrate(app, migration)
+    with long_transaction_elsewhere(), pytest.raises(OperationalError, match="lock timeout"):
+        migrate(app, before)
+    left = index_state(name)
+    assert left is not None and not left.valid  # what the failed build left
+
+    migrate(app, before)  # what the operator does: run migrate again
+
+    rebuilt = index_state(name)
+    assert rebuilt is not None and rebuilt.valid and rebuilt.definition == definition.definition

@@ -1,6 +1,6 @@
-"""The indexes of the tables every scheduled run writes: each costs every insert and every update that is not HOT,
-so none may be redundant, and every foreign key must still lead one (an organization's or a schedule's deletion
-finds its rows through it)."""
+"""The indexes of the tables every scheduled run writes, and of webhook deliveries (one per event and subscription):
+each index costs every insert and every update that is not HOT, so none may be redundant, and every foreign key must
+still lead one (an organization's, a schedule's or a subscription's deletion finds its rows through it)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from django.db import connection
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
-# The tables a scheduled run writes to (docs/benchmarks.md §2, "What a run writes now").
+# The tables a scheduled run writes to (docs/benchmarks.md §2, "What a run writes now"), and where its events go.
 RUN_PATH_TABLES = (
     "runs_run",
     "runs_runattempt",
     "schedules_schedule",
     "events_outboxevent",
     "observability_metricrollup",
+    "observability_webhookdelivery",
 )
 
 

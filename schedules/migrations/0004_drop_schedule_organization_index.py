@@ -4,29 +4,14 @@ cascade of an organization's deletion), as do the other indexes that lead with i
 every schedule update that is not HOT, which is each of the dispatcher's (``next_run_at`` is indexed): 1.2 of the
 98.5 WAL records a scheduled run cost (docs/benchmarks.md §2). ``runs.0006`` did the same for ``runs_run``.
 
-Only the index is dropped: Django's AlterField would also drop and re-add the foreign key, which re-validates every
-row under a lock. On PostgreSQL it goes with DROP INDEX CONCURRENTLY, which does not block the dispatcher's writes
-and cannot run in a transaction: the migration is not atomic there; a second run drops nothing.
+On PostgreSQL the index goes with DROP INDEX CONCURRENTLY (``echoflow.migration_ops.drop_redundant_index``), which
+does not block the dispatcher's writes and cannot run in a transaction: the migration is not atomic there.
 """
 
 import django.db.models.deletion
 from django.db import migrations, models
 
-from echoflow.migration_ops import atomic_unless_postgresql
-
-INDEX = "schedules_schedule_organization_id_8bb21e99"
-
-
-def _drop(apps, schema_editor):  # type: ignore[no-untyped-def]
-    concurrently = " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
-    schema_editor.execute(f'DROP INDEX{concurrently} IF EXISTS "{INDEX}"')
-
-
-def _create(apps, schema_editor):  # type: ignore[no-untyped-def]
-    concurrently = " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
-    schema_editor.execute(
-        f'CREATE INDEX{concurrently} IF NOT EXISTS "{INDEX}" ON "schedules_schedule" ("organization_id")'
-    )
+from echoflow.migration_ops import atomic_unless_postgresql, drop_redundant_index
 
 
 class Migration(migrations.Migration):
@@ -39,7 +24,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.SeparateDatabaseAndState(
-            database_operations=[migrations.RunPython(_drop, _create)],
+            database_operations=[
+                drop_redundant_index(
+                    "schedules_schedule", "schedules_schedule_organization_id_8bb21e99", ("organization_id",)
+                )
+            ],
             state_operations=[
                 migrations.AlterField(
                     model_name="schedule",

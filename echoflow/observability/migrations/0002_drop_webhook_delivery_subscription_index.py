@@ -1,0 +1,46 @@
+"""Drop the single-column index of ``observability_webhookdelivery.subscription_id``: ``webhook_delivery_sub_idx``
+(subscription, newest first) and the unique ``webhook_delivery_once_per_event`` (subscription, event) lead with the
+same column and serve every lookup by subscription, a subscription's deletion included. The lone index was written on
+each delivery's insert, on its claim and on its outcome (none of them HOT: ``next_attempt_at`` and ``status`` are in
+``webhook_delivery_due_idx``), three entries per event sent to each subscription.
+
+On PostgreSQL it goes with DROP INDEX CONCURRENTLY (``echoflow.migration_ops.drop_redundant_index``), which does not
+block the deliveries being written and sent, and cannot run in a transaction: the migration is not atomic there.
+"""
+
+import django.db.models.deletion
+from django.db import migrations, models
+
+from echoflow.migration_ops import atomic_unless_postgresql, drop_redundant_index
+
+
+class Migration(migrations.Migration):
+    atomic = atomic_unless_postgresql()
+
+    dependencies = [
+        ("observability", "0001_initial"),
+    ]
+
+    operations = [
+        migrations.SeparateDatabaseAndState(
+            database_operations=[
+                drop_redundant_index(
+                    "observability_webhookdelivery",
+                    "observability_webhookdelivery_subscription_id_e21be8fd",
+                    ("subscription_id",),
+                )
+            ],
+            state_operations=[
+                migrations.AlterField(
+                    model_name="webhookdelivery",
+                    name="subscription",
+                    field=models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="observability.webhooksubscription",
+                    ),
+                ),
+            ],
+        ),
+    ]
