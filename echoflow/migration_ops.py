@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from django.contrib.postgres.operations import AddIndexConcurrently as PostgresAddIndexConcurrently
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
-from django.db.migrations import AddField, AddIndex, RunPython
+from django.db.migrations import AddField, AddIndex
 from django.db.migrations.state import ProjectState
 
 if TYPE_CHECKING:
@@ -164,29 +164,28 @@ def _pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def drop_redundant_index(table: str, name: str, columns: tuple[str, ...]) -> RunPython:
-    """A ``RunPython`` that drops the index ``name`` of ``table`` and, reversed, builds it again on ``columns``.
+class DropIndexConcurrently(AddIndexConcurrently):
+    """``AddIndexConcurrently`` run backwards, for an index that the migration state does not list: Django's own
+    index of a foreign key, which only repeats the leading column of another index and is declared away with
+    ``db_index=False`` in the same migration's ``state_operations`` (``SeparateDatabaseAndState``; ``AlterField``
+    would drop and re-add the foreign key, which re-validates every row under a lock).
 
-    For an index that only repeats the leading columns of another (Django's index of a foreign key, say): dropped
-    with ``DROP INDEX CONCURRENTLY`` on PostgreSQL, which does not block the table's writes, in a migration with
-    ``atomic = atomic_unless_postgresql()``; ``IF EXISTS``, so a run again after an interruption drops nothing. Only the
-    index goes: the migration state is changed apart (``SeparateDatabaseAndState``, ``db_index=False``), since
-    Django's ``AlterField`` would drop and re-add the foreign key, which re-validates every row under a lock."""
+    Forwards ``DROP INDEX CONCURRENTLY IF EXISTS`` on PostgreSQL, so a run again after an interruption drops nothing;
+    backwards the index is built again as ``AddIndexConcurrently`` builds one, replacing what a failed build left.
+    The migration state is left as it is."""
 
-    def concurrently(schema_editor: BaseDatabaseSchemaEditor) -> str:
-        return " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
+    def describe(self) -> str:
+        return f"Drop index {self.index.name} on {self.model_name}"
 
-    def drop(apps: object, schema_editor: BaseDatabaseSchemaEditor) -> None:
-        schema_editor.execute(f"DROP INDEX{concurrently(schema_editor)} IF EXISTS {schema_editor.quote_name(name)}")
+    def state_forwards(self, app_label: str, state: ProjectState) -> None:
+        pass
 
-    def build(apps: object, schema_editor: BaseDatabaseSchemaEditor) -> None:
-        quoted = schema_editor.quote_name(name)
-        if schema_editor.connection.vendor == "postgresql" and _index_is_valid(schema_editor, name) is False:
-            schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quoted}")  # what a failed build left
-        listed = ", ".join(schema_editor.quote_name(c) for c in columns)
-        schema_editor.execute(
-            f"CREATE INDEX{concurrently(schema_editor)} IF NOT EXISTS {quoted} "
-            f"ON {schema_editor.quote_name(table)} ({listed})"
-        )
+    def database_forwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
+        super().database_backwards(app_label, schema_editor, to_state, from_state)
 
-    return RunPython(drop, build)
+    def database_backwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
+        super().database_forwards(app_label, schema_editor, to_state, from_state)

@@ -4,14 +4,14 @@ cascade of an organization's deletion), as do the other indexes that lead with i
 every schedule update that is not HOT, which is each of the dispatcher's (``next_run_at`` is indexed): 1.2 of the
 98.5 WAL records a scheduled run cost (docs/benchmarks.md §2). ``runs.0006`` did the same for ``runs_run``.
 
-On PostgreSQL the index goes with DROP INDEX CONCURRENTLY (``echoflow.migration_ops.drop_redundant_index``), which
+On PostgreSQL the index goes with DROP INDEX CONCURRENTLY (``echoflow.migration_ops.DropIndexConcurrently``), which
 does not block the dispatcher's writes and cannot run in a transaction: the migration is not atomic there.
 """
 
 import django.db.models.deletion
 from django.db import migrations, models
 
-from echoflow.migration_ops import atomic_unless_postgresql, drop_redundant_index
+from echoflow.migration_ops import DropIndexConcurrently, atomic_unless_postgresql
 
 
 class Migration(migrations.Migration):
@@ -25,8 +25,9 @@ class Migration(migrations.Migration):
     operations = [
         migrations.SeparateDatabaseAndState(
             database_operations=[
-                drop_redundant_index(
-                    "schedules_schedule", "schedules_schedule_organization_id_8bb21e99", ("organization_id",)
+                DropIndexConcurrently(
+                    model_name="schedule",
+                    index=models.Index(fields=["organization"], name="schedules_schedule_organization_id_8bb21e99"),
                 )
             ],
             state_operations=[

@@ -4,14 +4,14 @@ same column and serve every lookup by subscription, a subscription's deletion in
 each delivery's insert, on its claim and on its outcome (none of them HOT: ``next_attempt_at`` and ``status`` are in
 ``webhook_delivery_due_idx``), three entries per event sent to each subscription.
 
-On PostgreSQL it goes with DROP INDEX CONCURRENTLY (``echoflow.migration_ops.drop_redundant_index``), which does not
+On PostgreSQL it goes with DROP INDEX CONCURRENTLY (``echoflow.migration_ops.DropIndexConcurrently``), which does not
 block the deliveries being written and sent, and cannot run in a transaction: the migration is not atomic there.
 """
 
 import django.db.models.deletion
 from django.db import migrations, models
 
-from echoflow.migration_ops import atomic_unless_postgresql, drop_redundant_index
+from echoflow.migration_ops import DropIndexConcurrently, atomic_unless_postgresql
 
 
 class Migration(migrations.Migration):
@@ -24,10 +24,9 @@ class Migration(migrations.Migration):
     operations = [
         migrations.SeparateDatabaseAndState(
             database_operations=[
-                drop_redundant_index(
-                    "observability_webhookdelivery",
-                    "observability_webhookdelivery_subscription_id_e21be8fd",
-                    ("subscription_id",),
+                DropIndexConcurrently(
+                    model_name="webhookdelivery",
+                    index=models.Index(fields=["subscription"], name="observability_webhookdelivery_subscription_id_e21be8fd"),
                 )
             ],
             state_operations=[
